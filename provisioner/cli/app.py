@@ -1,0 +1,275 @@
+"""Commands of the ``provisioner`` CLI. Each command parses flags, calls the workspace and the
+engine, and hands their data and events to a view. Errors propagate to ``provisioner.cli.main``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="provisioner",
+    help="Plan, apply, recover and destroy Ray Serve clusters, Terraform-style.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+state_app = typer.Typer(help="Inspect the state.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+_MODE = {"json": False}
+
+SpecFile = Annotated[Path, typer.Option("--file", "-f", help="The spec file.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON lines).")]
+VarOpt = Annotated[Optional[list[str]], typer.Option("--var", help="Set a variable: NAME=VALUE.")]
+VarFileOpt = Annotated[
+    Optional[list[Path]], typer.Option("--var-file", help="Variables from a YAML or JSON file.")
+]
+TargetOpt = Annotated[
+    Optional[list[str]], typer.Option("--target", help="Limit to this address and its dependencies.")
+]
+ReplaceOpt = Annotated[Optional[list[str]], typer.Option("--replace", help="Force replacing ADDR.")]
+RefreshOpt = Annotated[
+    bool, typer.Option("--refresh/--no-refresh", help="Read live resources before planning.")
+]
+LockTimeout = Annotated[
+    str, typer.Option("--lock-timeout", help="How long to wait for the state lock, e.g. 30s.")
+]
+Parallelism = Annotated[int, typer.Option("--parallelism", min=1, help="Concurrent changes.")]
+AutoApprove = Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")]
+DetailedExit = Annotated[
+    bool, typer.Option("--detailed-exitcode", help="Exit 0 no changes, 1 error, 2 changes.")
+]
+
+DEFAULT_SPEC = Path("cluster.yaml")
+
+
+def report_error(message: str, hint: str | None) -> None:
+    if _MODE["json"]:
+        from provisioner.events import make_event
+
+        data = {"hint": hint} if hint else None
+        print(make_event("diagnostic", message, level="error", data=data)
+              .model_dump_json(exclude_none=True), flush=True)
+        return
+    text = f"Error: {message}"
+    if hint:
+        text += f"\n  {hint}"
+    print(text, file=sys.stderr, flush=True)
+
+
+class Run:
+    """What one command invocation shares: the view, the workspace and the flags."""
+
+    def __init__(self, json_mode: bool) -> None:
+        from provisioner.cli.views import make_view
+
+        _MODE["json"] = json_mode
+        self.json = json_mode
+        self.view = make_view(json_mode)
+
+    def workspace(self, spec_file: Path, plan_variables: dict | None = None):
+        from provisioner.spec import var_order_from_argv
+        from provisioner.workspace import VarArgs, Workspace
+
+        return Workspace(_resolve_spec(spec_file), VarArgs(var_order_from_argv(sys.argv[1:])),
+                         self.view, plan_variables)
+
+    def session(self, backend, operation: str, lock_timeout: str):
+        from provisioner.cli.options import parse_duration
+        from provisioner.events import make_event
+        from state.session import StateSession
+
+        def on_wait(info) -> None:
+            self.view(make_event("lock_wait", f"waiting for the state lock: {info.describe()}",
+                                 level="warn"))
+
+        return StateSession(backend, operation=operation,
+                            lock_timeout=parse_duration(lock_timeout, "--lock-timeout"),
+                            on_wait=on_wait)
+
+
+def _resolve_spec(spec_file: Path) -> Path:
+    return spec_file if spec_file.is_absolute() else Path.cwd() / spec_file
+
+
+@app.command()
+def validate(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False,
+             var: VarOpt = None, var_file: VarFileOpt = None) -> None:
+    """Check the spec, its variables, the Serve manifest and the resource graph."""
+    from provisioner.events import make_event
+
+    run = Run(json_mode)
+    workspace = run.workspace(file)
+    count = len(workspace.blueprint.resources)
+    run.view(make_event("validated", f"The spec is valid: {count} resource(s).",
+                        data={"valid": True, "resources": count}))
+
+
+@app.command()
+def plan(
+    file: SpecFile = DEFAULT_SPEC,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the plan to a file.")] = None,
+    destroy: Annotated[bool, typer.Option("--destroy", help="Plan to destroy everything.")] = False,
+    detailed_exitcode: DetailedExit = False,
+    json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
+    target: TargetOpt = None,
+    replace: ReplaceOpt = None,
+    refresh: RefreshOpt = True,
+    lock_timeout: LockTimeout = "0s",
+) -> None:
+    """Show what apply would change."""
+    from provisioner.cli import flows
+    from provisioner.cli.exits import CHANGES, OK
+    from provisioner.plan import save_plan
+
+    run = Run(json_mode)
+    workspace = run.workspace(file)
+    with run.session(workspace.backend(), "plan", lock_timeout) as session:
+        made = flows.make_plan(run, workspace, session, destroy=destroy, targets=target,
+                               replace=replace, refresh=refresh)
+    flows.show_plan(run, made)
+    if out is not None:
+        save_plan(made, out)
+        run.view.text(f"\nSaved the plan to {out}. Apply it with: provisioner apply {out}")
+    raise typer.Exit(CHANGES if detailed_exitcode and made.has_changes else OK)
+
+
+@app.command()
+def apply(
+    planfile: Annotated[Optional[Path], typer.Argument(help="A plan saved with plan --out.")] = None,
+    file: SpecFile = DEFAULT_SPEC,
+    auto_approve: AutoApprove = False,
+    json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
+    target: TargetOpt = None,
+    replace: ReplaceOpt = None,
+    refresh: RefreshOpt = True,
+    parallelism: Parallelism = 10,
+    lock_timeout: LockTimeout = "0s",
+) -> None:
+    """Make the infrastructure match the spec (or execute a saved plan)."""
+    from provisioner.cli import flows
+
+    run = Run(json_mode)
+    if planfile is not None:
+        flows.apply_saved(run, planfile, parallelism, lock_timeout)
+        return
+    flows.plan_and_apply(run, run.workspace(file), auto_approve=auto_approve, destroy=False,
+                         targets=target, replace=replace, refresh=refresh,
+                         parallelism=parallelism, lock_timeout=lock_timeout)
+
+
+@app.command()
+def destroy(
+    file: SpecFile = DEFAULT_SPEC,
+    auto_approve: AutoApprove = False,
+    json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
+    target: TargetOpt = None,
+    refresh: RefreshOpt = True,
+    parallelism: Parallelism = 10,
+    lock_timeout: LockTimeout = "0s",
+) -> None:
+    """Destroy everything this state created, and nothing else."""
+    from provisioner.cli import flows
+
+    run = Run(json_mode)
+    flows.plan_and_apply(run, run.workspace(file), auto_approve=auto_approve, destroy=True,
+                         targets=target, replace=None, refresh=refresh,
+                         parallelism=parallelism, lock_timeout=lock_timeout)
+
+
+@app.command()
+def show(
+    planfile: Annotated[Optional[Path], typer.Argument(help="A saved plan; default: the state.")] = None,
+    file: SpecFile = DEFAULT_SPEC,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Show a saved plan, or the current state."""
+    from provisioner.cli import flows
+
+    run = Run(json_mode)
+    if planfile is not None:
+        from provisioner.plan import load_plan
+
+        flows.show_saved_plan(run, load_plan(planfile))
+    else:
+        flows.show_state(run, run.workspace(file))
+
+
+@app.command()
+def output(
+    name: Annotated[Optional[str], typer.Argument(help="One output; default: all.")] = None,
+    file: SpecFile = DEFAULT_SPEC,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Print the outputs recorded by the last apply."""
+    from provisioner.cli import flows
+
+    run = Run(json_mode)
+    flows.show_outputs(run, run.workspace(file), name)
+
+
+@app.command()
+def status(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False) -> None:
+    """Live status: Ray nodes and Serve application states."""
+    from provisioner.cli import flows
+
+    run = Run(json_mode)
+    flows.show_status(run, run.workspace(file))
+
+
+@app.command("force-unlock")
+def force_unlock(
+    lock_id: Annotated[str, typer.Argument(metavar="ID", help="The lock id to remove.")],
+    file: SpecFile = DEFAULT_SPEC,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Remove a lock left by a run that died. Only use it when that run is really gone."""
+    from provisioner.events import make_event
+
+    run = Run(json_mode)
+    removed = run.workspace(file).backend().force_unlock(lock_id)
+    run.view(make_event("unlocked", f"Removed {removed.describe()}",
+                        data=removed.model_dump()))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec (for editors)."""
+    import json
+
+    from provisioner.spec import spec_json_schema
+
+    print(json.dumps(spec_json_schema(), indent=2, sort_keys=True))
+
+
+@state_app.command("list")
+def state_list(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False) -> None:
+    """List the addresses recorded in the state."""
+    from provisioner.cli import flows
+
+    run = Run(json_mode)
+    flows.state_list(run, run.workspace(file))
+
+
+@state_app.command("show")
+def state_show(
+    address: Annotated[str, typer.Argument(metavar="ADDR")],
+    file: SpecFile = DEFAULT_SPEC,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Show one resource as recorded in the state."""
+    from provisioner.cli import flows
+
+    run = Run(json_mode)
+    flows.state_show(run, run.workspace(file), address)

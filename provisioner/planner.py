@@ -1,0 +1,322 @@
+"""diff(spec, state, live) -> Plan. Pure: no provider calls, no I/O.
+
+Refresh (the providers' batched ``list``) happens before and hands its result in as ``live``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from provisioner.blueprint import Blueprint
+from provisioner.errors import SpecError
+from provisioner.graph import ResourceGraph
+from provisioner.plan import (
+    SENSITIVE_PREFIX,
+    Action,
+    Drift,
+    Plan,
+    ResourceChange,
+    digest,
+)
+from provisioner.providers.base import LiveResource
+from provisioner.resources import UNKNOWN, Unresolved, get_path, resolve_partially
+from state.document import ResourceRecord, StateDocument
+
+
+@dataclass(frozen=True)
+class TypeInfo:
+    force_new: frozenset[str] = frozenset()
+    computed: frozenset[str] = frozenset()
+    ignore_drift: frozenset[str] = frozenset()
+
+
+@dataclass
+class PlanOptions:
+    destroy: bool = False
+    targets: list[str] = field(default_factory=list)
+    replace: list[str] = field(default_factory=list)
+
+
+def make_plan(
+    *,
+    blueprint: Blueprint | None,
+    document: StateDocument,
+    state_exists: bool,
+    live: Mapping[str, LiveResource] | None,
+    type_info: Callable[[str], TypeInfo],
+    options: PlanOptions,
+    spec_path: str,
+    variables: dict[str, Any],
+) -> Plan:
+    records = document.resources
+    drift, prior = refresh_view(records, live, type_info)
+    desired = {} if options.destroy or blueprint is None else blueprint.resources
+    secrets = blueprint.sensitive_values if blueprint else []
+    _check_addresses(options, desired, records)
+    selected = _selected(options, desired, records, blueprint)
+
+    changes: list[ResourceChange] = []
+    planned: dict[str, tuple[Action, dict[str, Any]]] = {}
+
+    def lookup(address: str, attribute: str) -> Any:
+        action, values = planned[address]
+        try:
+            value = get_path(values, attribute)
+        except KeyError:
+            if action in (Action.CREATE, Action.REPLACE) or prior.get(address) is None:
+                raise Unresolved(address) from None
+            try:
+                value = get_path(prior[address], attribute)
+            except KeyError:
+                raise Unresolved(address) from None
+        if value == UNKNOWN:
+            raise Unresolved(address)
+        return value
+
+    order = blueprint.graph.order() if desired and blueprint else []
+    for address in order:
+        resource = desired[address]
+        info = type_info(resource.type)
+        resolved, unknown = resolve_partially(resource.attributes, lookup)
+        after, sensitive = redact(resolved, secrets)
+        change = _change_for(address, resource.type, after, unknown, records.get(address),
+                             prior.get(address), info, options)
+        change.dependencies = sorted(resource.references())
+        change.create_before_destroy = resource.create_before_destroy
+        change.desired_digest = digest(resource.attributes)
+        planned[address] = (change.action, resolved)
+        if address in selected:
+            changes.append(change)
+
+    for address in _deletion_order(records, desired):
+        if address not in selected:
+            continue
+        record = records[address]
+        reason = "destroy requested" if options.destroy else "no longer in the spec"
+        changes.append(
+            ResourceChange(
+                address=address,
+                type=record.type,
+                action=Action.DELETE,
+                before=prior.get(address) or record.attributes,
+                reason=reason,
+                dependencies=sorted(record.dependencies),
+            )
+        )
+
+    outputs: dict[str, Any] = {}
+    if blueprint and not options.destroy:
+        outputs, _ = resolve_partially(blueprint.outputs, lookup)
+        outputs, _ = redact(outputs, secrets)
+    return Plan(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        spec_path=spec_path,
+        lineage=document.lineage if state_exists else None,
+        serial=document.serial,
+        destroy=options.destroy,
+        refreshed=live is not None,
+        targets=list(options.targets),
+        variables=variables,
+        changes=changes,
+        drift=drift,
+        outputs=outputs,
+    )
+
+
+def _change_for(
+    address: str,
+    type_name: str,
+    after: dict[str, Any],
+    unknown: set[str],
+    record: ResourceRecord | None,
+    prior: dict[str, Any] | None,
+    info: TypeInfo,
+    options: PlanOptions,
+) -> ResourceChange:
+    change = ResourceChange(
+        address=address,
+        type=type_name,
+        action=Action.NOOP,
+        before=prior,
+        after=after,
+        after_unknown=sorted(unknown),
+    )
+    if record is None:
+        change.action, change.reason = Action.CREATE, None
+    elif prior is None:
+        change.action, change.reason = Action.CREATE, "deleted outside provisioner"
+    elif record.status == "tainted":
+        change.action, change.reason = Action.REPLACE, "tainted by a failed or interrupted change"
+    elif address in options.replace:
+        change.action, change.reason = Action.REPLACE, "replacement requested with --replace"
+    else:
+        changed = changed_paths(prior, after, info.computed, unknown)
+        change.changed_paths = changed
+        forcing = [p for p in changed if _top(p) in info.force_new]
+        if forcing:
+            change.action, change.replace_paths = Action.REPLACE, forcing
+            change.reason = "changing " + ", ".join(forcing) + " forces replacement"
+        elif changed:
+            change.action = Action.UPDATE
+    if change.action is not Action.UPDATE and prior is not None:
+        change.changed_paths = changed_paths(prior, after, info.computed, unknown)
+    return change
+
+
+def refresh_view(
+    records: Mapping[str, ResourceRecord],
+    live: Mapping[str, LiveResource] | None,
+    type_info: Callable[[str], TypeInfo],
+) -> tuple[list[Drift], dict[str, dict[str, Any] | None]]:
+    """The prior attributes to diff against (live where refreshed) and the drift found."""
+    prior: dict[str, dict[str, Any] | None] = {}
+    drift: list[Drift] = []
+    for address, record in records.items():
+        if live is None:
+            prior[address] = record.attributes
+            continue
+        found = live.get(address)
+        if found is None:
+            prior[address] = None
+            drift.append(Drift(address=address, type=record.type, kind="deleted",
+                               before=record.attributes))
+            continue
+        ignored = type_info(record.type).ignore_drift
+        attributes = dict(found.attributes)
+        for key in ignored:  # keep what the state recorded for attributes not compared live
+            if key in record.attributes:
+                attributes[key] = record.attributes[key]
+            else:
+                attributes.pop(key, None)
+        if record.sensitive:  # live reads give real values; the state keeps digests
+            attributes, _ = redact_paths(attributes, record.sensitive)
+        paths = changed_paths(record.attributes, attributes, frozenset(), set(), both_sides=True)
+        prior[address] = attributes
+        if paths:
+            drift.append(Drift(address=address, type=record.type, kind="changed",
+                               before=record.attributes, after=attributes, changed_paths=paths))
+    return drift, prior
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted paths; lists and scalars are leaves; {} stays a leaf."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def changed_paths(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    computed: frozenset[str],
+    unknown: set[str],
+    *,
+    both_sides: bool = False,
+) -> list[str]:
+    """Dotted paths whose value differs. Keys the desired side omits are compared only when
+    they are not computed (a computed attribute is the provider's to set)."""
+    left = {k: v for k, v in flatten(dict(before)).items() if _top(k) not in computed}
+    right = {k: v for k, v in flatten(dict(after)).items() if _top(k) not in computed}
+    paths = {p for p in right if p in unknown or left.get(p, _MISSING) != right[p]}
+    paths |= {p for p in left if p not in right and not _covered(p, right)}
+    if not both_sides:
+        paths = {p for p in paths if _top(p) not in computed}
+    return sorted(paths)
+
+
+_MISSING = object()
+
+
+def _covered(path: str, flat: Mapping[str, Any]) -> bool:
+    """A path under a leaf that is present on the other side (e.g. the leaf became {})."""
+    parts = path.split(".")
+    return any(".".join(parts[:i]) in flat for i in range(1, len(parts)))
+
+
+def _top(path: str) -> str:
+    return path.split(".", 1)[0].split("[", 1)[0]
+
+
+def redact(value: Any, secrets: list[str]) -> tuple[Any, list[str]]:
+    """Replace every string that contains a secret by its digest; report the paths."""
+    found: list[str] = []
+    if not secrets:
+        return value, found
+
+    def walk(item: Any, path: str) -> Any:
+        if isinstance(item, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v, f"{path}[{i}]") for i, v in enumerate(item)]
+        if isinstance(item, str) and any(s and s in item for s in secrets):
+            found.append(path)
+            return sensitive_digest(item)
+        return item
+
+    return walk(value, ""), found
+
+
+def redact_paths(value: dict[str, Any], paths: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Digest the strings at these dotted paths (live reads give real values; state keeps
+    digests)."""
+    out = copy.deepcopy(value)
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str):
+            node[leaf] = sensitive_digest(node[leaf])
+    return out, paths
+
+
+def sensitive_digest(text: str) -> str:
+    if text.startswith(SENSITIVE_PREFIX):
+        return text
+    return SENSITIVE_PREFIX + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_addresses(options: PlanOptions, desired: Mapping, records: Mapping) -> None:
+    for flag, addresses in (("--target", options.targets), ("--replace", options.replace)):
+        for address in addresses:
+            if address not in desired and address not in records:
+                raise SpecError(
+                    f"{flag} {address}: no such resource in the spec or the state",
+                    hint="list them with: provisioner state list",
+                )
+
+
+def _selected(options, desired, records, blueprint) -> set[str]:
+    everything = set(desired) | set(records)
+    if not options.targets:
+        return everything
+    selected = set(options.targets)
+    graph = _combined_graph(desired, records, blueprint)
+    for address in options.targets:
+        if options.destroy:
+            selected |= graph.transitive_dependents(address)
+        else:
+            selected |= graph.transitive_dependencies(address)
+    return selected
+
+
+def _combined_graph(desired, records, blueprint) -> ResourceGraph:
+    deps = {a: set(r.dependencies) for a, r in records.items()}
+    if blueprint:
+        for address in desired:
+            deps[address] = set(blueprint.graph.dependencies.get(address, ()))
+    return ResourceGraph(deps)
+
+
+def _deletion_order(records: Mapping[str, ResourceRecord], desired: Mapping) -> list[str]:
+    """Records to delete, dependents before what they depend on."""
+    doomed = {a for a in records if a not in desired}
+    graph = ResourceGraph({a: set(records[a].dependencies) & doomed for a in doomed})
+    return list(reversed(graph.order()))

@@ -1,0 +1,44 @@
+"""Resource types by name, imported only when a plan needs them (keeps the CLI start fast).
+
+Each entry implements :class:`provisioner.providers.base.ResourceType`;
+``tests/test_provider_contract.py`` checks that every one implements the whole contract.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from provisioner.errors import SpecError
+from provisioner.providers.base import ProviderContext, ResourceType
+
+RESOURCE_TYPES: dict[str, str] = {
+    "local_ray_head": "provisioner.providers.local:LocalRayHead",
+    "memory_resource": "provisioner.providers.memory:MemoryResource",
+    "serve_app": "provisioner.serve.resource:ServeApp",
+}
+
+
+@lru_cache(maxsize=None)
+def resource_type_class(type_name: str) -> type[ResourceType]:
+    try:
+        module_name, class_name = RESOURCE_TYPES[type_name].split(":")
+    except KeyError:
+        raise SpecError(
+            f"unknown resource type '{type_name}'",
+            hint="known types: " + ", ".join(sorted(RESOURCE_TYPES)),
+        ) from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+class Providers:
+    """One instance of each resource type for a run, sharing the run's context."""
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        self.ctx = ctx
+        self._instances: dict[str, ResourceType] = {}
+
+    def get(self, type_name: str) -> ResourceType:
+        if type_name not in self._instances:
+            self._instances[type_name] = resource_type_class(type_name)(self.ctx)
+        return self._instances[type_name]

@@ -1,0 +1,122 @@
+"""The resource type contract. Every provider (local, memory, ssh, haproxy, serve, aws, gcp)
+implements it; implementations say "see provisioner.providers.base" instead of repeating it.
+
+A resource type manages one kind of thing (a Ray head, a Serve application, an Auto Scaling
+group). The engine calls it with plain dictionaries of attributes whose references are already
+resolved. The contract:
+
+``list(scope)``
+    Everything of this type that the owner (``scope.owner``: cluster name + state lineage) has,
+    found in *one batched call per type* (by ownership tag, label, name prefix, marker file), never
+    one call per resource. ``scope.known`` carries the addresses and attributes the engine already
+    knows of (recorded in state or desired) so a type can tell where to look (which dashboard,
+    which region). Returns :class:`LiveResource` s carrying their address and the idempotency
+    token they were created with. Read-only; must not fail because something is missing.
+
+``create(address, desired, token)``
+    Make the resource; return it as live. ``token`` is the idempotency key already recorded in the
+    journal: pass it to the API where it takes one (EC2 ClientToken, GCE requestId) and write it on
+    the resource (tag, label, description, marker) so that ``list`` finds an interrupted create by
+    token and the engine adopts it instead of making a second one. Creating a resource that exists
+    with the same token returns it unchanged.
+
+``update(address, prior, desired)``
+    Change the resource in place to ``desired``; only called when no attribute in
+    ``force_new`` differs. Must leave untouched what did not change.
+
+``delete(address, prior)``
+    Remove the resource. Deleting what is already gone is success.
+
+Errors: raise :class:`~provisioner.errors.ProviderError` (or ``TransientProviderError`` for
+throttling, 5xx, resets; the engine's retry policy handles those). Long calls report progress
+through ``ctx.progress(address, message)``; nothing here prints.
+
+Class attributes:
+
+``type_name``      the resource type as written in addresses (``local_ray_head``).
+``force_new``      attributes whose change forces replacement.
+``computed``       attributes known only after apply (ids, addresses, session ids); the desired
+                   side never sets them and the diff ignores them.
+``ignore_drift``   attributes whose live value is not compared (derived or noisy).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who owns a resource: the cluster name and the lineage of the state that records it."""
+
+    cluster: str
+    lineage: str
+
+    @property
+    def short(self) -> str:
+        return self.lineage.replace("-", "")[:8]
+
+
+@dataclass(frozen=True)
+class KnownResource:
+    address: str
+    attributes: Mapping[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ListScope:
+    owner: Owner
+    known: Sequence[KnownResource] = ()
+
+
+@dataclass
+class LiveResource:
+    address: str
+    id: str
+    attributes: dict[str, Any]
+    token: str | None = None
+
+
+@dataclass
+class ProviderContext:
+    """What a resource type may use: the owner, the working directory of the run, where local
+    files of the run live, and a progress callback (address, message)."""
+
+    owner: Owner
+    workdir: Path
+    data_dir: Path
+    progress: Callable[[str, str], None] = field(default=lambda address, message: None)
+
+
+class ResourceType(abc.ABC):
+    """See the module docstring for the contract."""
+
+    type_name: ClassVar[str]
+    force_new: ClassVar[frozenset[str]] = frozenset()
+    computed: ClassVar[frozenset[str]] = frozenset()
+    ignore_drift: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    def list(self, scope: ListScope) -> list[LiveResource]: ...
+
+    @abc.abstractmethod
+    def create(self, address: str, desired: dict[str, Any], token: str) -> LiveResource: ...
+
+    @abc.abstractmethod
+    def update(
+        self, address: str, prior: LiveResource, desired: dict[str, Any]
+    ) -> LiveResource: ...
+
+    @abc.abstractmethod
+    def delete(self, address: str, prior: LiveResource) -> None: ...
+
+    def status(self, record: LiveResource) -> dict[str, Any]:
+        """Optional: live facts for ``provisioner status`` (nodes, app states)."""
+        return {}

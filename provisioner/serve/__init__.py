@@ -1,0 +1,1 @@
+"""Ray Serve: the manifest (Serve config file), code packages and deployment."""

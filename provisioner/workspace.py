@@ -1,0 +1,179 @@
+"""One command's view of a deployment: the spec, its expansion, the state backend, providers.
+
+The CLI builds a :class:`Workspace` and calls these steps; each returns data and reports through
+``emit``. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from provisioner.blueprint import Blueprint, expand
+from provisioner.errors import PlanError
+from provisioner.events import Emit, make_event
+from provisioner.plan import Action, Plan, check_fresh, digest
+from provisioner.planner import PlanOptions, TypeInfo, make_plan
+from provisioner.providers import Providers, resource_type_class
+from provisioner.providers.base import KnownResource, ListScope, LiveResource, Owner, ProviderContext
+from state.document import StateDocument
+
+
+@dataclass
+class VarArgs:
+    """--var / --var-file in the order given (later wins)."""
+
+    items: Sequence[tuple[str, str]] = ()
+
+
+def type_info(type_name: str) -> TypeInfo:
+    cls = resource_type_class(type_name)
+    return TypeInfo(force_new=cls.force_new, computed=cls.computed, ignore_drift=cls.ignore_drift)
+
+
+class Workspace:
+    def __init__(self, spec_file: Path, var_args: VarArgs, emit: Emit,
+                 plan_variables: dict[str, Any] | None = None) -> None:
+        self.emit = emit
+        self.loaded = _load(spec_file, list(var_args.items), plan_variables)
+        self.spec_path = self.loaded.path
+        self._blueprint: Blueprint | None = None
+
+    @property
+    def blueprint(self) -> Blueprint:
+        if self._blueprint is None:
+            self._blueprint = expand(self.loaded)
+        return self._blueprint
+
+    @property
+    def data_dir(self) -> Path:
+        return self.loaded.state_path.parent
+
+    def backend(self):
+        from state.local import LocalBackend
+
+        return LocalBackend(self.loaded.state_path)
+
+    def providers(self, document: StateDocument) -> Providers:
+        emit = self.emit
+
+        def progress(address: str, message: str) -> None:
+            emit(make_event("apply_progress", f"{address}: {message}", address=address))
+
+        ctx = ProviderContext(
+            owner=Owner(cluster=self.loaded.spec.name, lineage=document.lineage),
+            workdir=self.loaded.base_dir,
+            data_dir=self.data_dir,
+            progress=progress,
+        )
+        return Providers(ctx)
+
+    def plan(
+        self,
+        document: StateDocument,
+        state_exists: bool,
+        providers: Providers,
+        options: PlanOptions,
+        refresh: bool = True,
+    ) -> Plan:
+        blueprint = None if options.destroy else self.blueprint
+        live = refresh_live(document, blueprint, providers, self.emit) if refresh else None
+        plan = make_plan(
+            blueprint=blueprint,
+            document=document,
+            state_exists=state_exists,
+            live=live,
+            type_info=type_info,
+            options=options,
+            spec_path=str(self.spec_path),
+            variables=self.loaded.variables.for_plan(),
+        )
+        return plan
+
+    def check_saved_plan(self, plan: Plan, document: StateDocument, state_exists: bool,
+                         state_desc: str) -> None:
+        """A saved plan applies only to the state it was made from and to the same spec."""
+        check_fresh(plan, document.lineage if state_exists else None, document.serial, state_desc)
+        self.loaded.variables.check_against_plan(plan.variables)
+        if plan.destroy:
+            return
+        resources = self.blueprint.resources
+        for change in plan.changes:
+            if change.action in (Action.DELETE, Action.NOOP):
+                continue
+            resource = resources.get(change.address)
+            if resource is None or digest(resource.attributes) != change.desired_digest:
+                raise PlanError(
+                    f"the spec changed since the plan was made ({change.address} differs)",
+                    hint="run plan again",
+                )
+
+
+def _load(spec_file: Path, items: list[tuple[str, str]], plan_variables: dict[str, Any] | None):
+    """Load the spec. A saved plan's variable values come first, as if from a var file, so
+    applying it needs no flags but the sensitive values (which the plan holds only as digests)."""
+    from provisioner.plan import SENSITIVE_PREFIX
+    from provisioner.spec import load_spec
+
+    if not plan_variables:
+        return load_spec(spec_file, var_items=items)
+    known = {name: value for name, value in plan_variables.items()
+             if not (isinstance(value, str) and value.startswith(SENSITIVE_PREFIX))}
+    with tempfile.TemporaryDirectory(prefix="provisioner-") as tmp:
+        var_file = Path(tmp) / "plan-variables.json"
+        var_file.write_text(json.dumps(known))
+        return load_spec(spec_file, var_items=[("file", str(var_file)), *items])
+
+
+def refresh_live(
+    document: StateDocument,
+    blueprint: Blueprint | None,
+    providers: Providers,
+    emit: Emit,
+) -> dict[str, LiveResource]:
+    """List every type of the state and the spec once (types in parallel)."""
+    known: dict[str, list[KnownResource]] = {}
+    for address, record in document.resources.items():
+        known.setdefault(record.type, []).append(
+            KnownResource(address, record.attributes, record.id))
+    if blueprint is not None:
+        for address, resource in blueprint.resources.items():
+            if address not in document.resources:
+                known.setdefault(resource.type, []).append(
+                    KnownResource(address, resource.attributes))
+    if not known:
+        return {}
+    emit(make_event("refresh_start", f"refreshing {len(known)} resource type(s)"))
+    owner = providers.ctx.owner
+
+    def list_type(type_name: str) -> list[LiveResource]:
+        return providers.get(type_name).list(ListScope(owner, known[type_name]))
+
+    live: dict[str, LiveResource] = {}
+    with ThreadPoolExecutor(max_workers=min(8, len(known))) as pool:
+        for items in pool.map(list_type, sorted(known)):
+            for item in items:
+                live[item.address] = item
+    emit(make_event("refresh_complete", f"found {len(live)} live resource(s)",
+                    data={"live": len(live)}))
+    return live
+
+
+def install_stop_handlers(stop: threading.Event, emit: Emit) -> None:
+    """SIGINT/SIGTERM: start no new change, let those in flight finish and be recorded."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        emit(make_event("interrupt", f"received {signal.Signals(signum).name}: finishing the "
+                        "changes in flight, starting no new ones", level="warn"))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
