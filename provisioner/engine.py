@@ -79,10 +79,14 @@ class Applier:
         sorter = graphlib.TopologicalSorter(self._nodes())
         sorter.prepare()
         failed: set[str] = set()
+        ready: list[Node] = []
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             running: dict[Future, Node] = {}
             while sorter.is_active():
-                for node in sorted(sorter.get_ready()):
+                ready.extend(sorted(sorter.get_ready()))
+                # Submit no more than the pool runs, so a stop request holds back the rest.
+                while ready and len(running) < self.parallelism:
+                    node = ready.pop(0)
                     blocked = self._blocked_by(node, failed)
                     if blocked or self.stop.is_set():
                         reason = f"{blocked} failed" if blocked else "apply was interrupted"

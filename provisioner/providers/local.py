@@ -349,8 +349,9 @@ class LocalRayHead(ResourceType):
         port = attributes.get("gcs_port")
         if not port:
             return False
-        host = self._gcs_address(temp_dir).rpartition(":")[0] or attributes.get("node_ip")
-        if not (_accepts(str(host), int(port)) or _accepts("127.0.0.1", int(port))):
+        # Ray writes the GCS address once GCS is up; until then the head is not there yet.
+        host = self._gcs_address(temp_dir).rpartition(":")[0]
+        if not host or not (_accepts(host, int(port)) or _accepts("127.0.0.1", int(port))):
             return False
         pgid = record.get("pgid")
         if pgid:
@@ -378,8 +379,7 @@ class LocalRayHead(ResourceType):
             session_id=session,
             # Ray resolves a loopback --node-ip-address to the machine's address, so the GCS
             # address is read from what Ray wrote, not derived from node_ip.
-            gcs_address=self._gcs_address(temp_dir)
-            or f"{attributes.get('node_ip')}:{attributes.get('gcs_port')}",
+            gcs_address=self._gcs_address(temp_dir),
             dashboard_url=self._dashboard_url(attributes),
             package_dir=str(temp_dir / "packages"),
             pgid=record.get("pgid"),
