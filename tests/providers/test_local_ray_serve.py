@@ -8,7 +8,6 @@ survive the head's delete.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,9 +21,10 @@ import pytest
 from provisioner.errors import ProviderError, ServeError
 from provisioner.providers import processes
 from provisioner.providers.base import KnownResource, ListScope, Owner, ProviderContext
-from provisioner.providers.local import WORKER_PORTS, LocalRayHead
+from provisioner.providers.local import LocalRayHead
 from provisioner.serve import dashboard, readers
 from provisioner.serve.resource import ServeApp
+from tests.support import free_ports
 
 package = pytest.importorskip("provisioner.serve.package")
 
@@ -43,22 +43,6 @@ class {cls}:
 
 app = {cls}.bind()
 '''
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports outside Ray's worker port range."""
-    ports: set[int] = set()
-    holders = []
-    while len(ports) < count:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        holders.append(sock)
-        port = sock.getsockname()[1]
-        if port not in WORKER_PORTS:
-            ports.add(port)
-    for sock in holders:
-        sock.close()
-    return sorted(ports)
 
 
 class Progress:
