@@ -51,11 +51,6 @@ def bench_help(runs: int) -> None:
         ("python -m provisioner --help", [python, "-m", "provisioner", "--help"]),
         ("ray --help (alternative)", [executable("ray"), "--help"]),
     ]
-    on_path = shutil.which("provisioner")
-    if on_path and Path(on_path).resolve() != Path(provisioner).resolve():
-        # What a user typing `provisioner` gets here: a version manager's shim in front.
-        commands.append(("provisioner --help via PATH shim", [on_path, "--help"]))
-
     timings = [time_command(label, argv, runs) for label, argv in commands]
     floor = timings[0].median
     ours = timings[1]
@@ -71,46 +66,84 @@ def bench_help(runs: int) -> None:
     ray = timings[3]
     print(f"\ngoal: provisioner --help median < {HELP_GOAL_S} s: {ours.median:.3f} s -> {verdict}")
     print(f"ray --help / provisioner --help (median): {ray.median / ours.median:.1f}x")
-    print(f"executables: provisioner={provisioner} ray={commands[3][1][0]}")
+    print(f"executables: {provisioner}, {commands[3][1][0]} (the real scripts, not a version "
+          "manager's shim, which adds its own start-up)")
 
 
 def import_profile(runs: int = 3, top: int = 10) -> None:
     """``python -X importtime -m provisioner --help``: the imports that dominate start-up.
 
-    Median over ``runs`` runs per module, so one slow disk read does not top the list.
+    Median over ``runs`` runs per module, so one slow disk read does not top the list. What
+    ``site`` imports (``.pth`` files of this machine) runs in every Python process, ``python -c
+    pass`` included, so it is shown apart from the program's own imports.
     """
-    cumulative: dict[tuple[int, str], list[int]] = {}
-    own: dict[tuple[int, str], list[int]] = {}
-    totals = []
+    cumulative: dict[str, list[int]] = {}
+    own: dict[str, list[int]] = {}
+    parents: dict[str, str] = {}
+    site_total, program_total = [], []
     for _ in range(runs):
         result = run([sys.executable, "-X", "importtime", "-m", "provisioner", "--help"])
         if result.code != 0:
             raise BenchError(f"python -X importtime -m provisioner --help exited {result.code}:\n"
                              + result.tail())
-        total = 0
-        for line in result.stderr.splitlines():
-            match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
-            if not match:
+        entries = parse_importtime(result.stderr)
+        site = program = 0
+        for name, self_us, cum_us, parent, root in entries:
+            if parent is None:
+                if root == "site":
+                    site += cum_us
+                else:
+                    program += cum_us
+            if root == "site":
                 continue
-            self_us, cum_us, indent, name = match.groups()
-            depth = len(indent) // 2
-            key = (depth, name)
-            cumulative.setdefault(key, []).append(int(cum_us))
-            own.setdefault(key, []).append(int(self_us))
-            if depth == 0:
-                total += int(cum_us)
-        totals.append(total)
+            cumulative.setdefault(name, []).append(cum_us)
+            own.setdefault(name, []).append(self_us)
+            parents[name] = parent or "(the program)"
+        site_total.append(site)
+        program_total.append(program)
 
-    def med(values: list[int]) -> float:
+    def ms(values: list[int]) -> float:
         return statistics.median(values) / 1000
 
-    ranked = sorted(cumulative, key=lambda k: med(cumulative[k]), reverse=True)[:top]
-    rows = [[("  " * depth) + name, f"{med(cumulative[(depth, name)]):.1f}",
-             f"{med(own[(depth, name)]):.1f}"] for depth, name in ranked]
-    print(table(["module (indent = imported by the line above it)", "cumulative ms", "self ms"],
-                rows, title=f"\n-- python -X importtime -m provisioner --help: top {top} by "
-                            f"cumulative time (median of {runs} runs)"))
-    print(f"all imports: {statistics.median(totals) / 1000:.1f} ms (median)")
+    ranked = sorted(cumulative, key=lambda name: ms(cumulative[name]), reverse=True)[:top]
+    rows = [[name, parents[name], f"{ms(cumulative[name]):.1f}", f"{ms(own[name]):.1f}"]
+            for name in ranked]
+    print(table(["module", "imported by", "cumulative ms", "self ms"], rows, align="llrr",
+                title=f"\n-- python -X importtime -m provisioner --help: top {top} imports by "
+                      f"cumulative time (median of {runs} runs)"))
+    print(f"imports of the program: {ms(program_total):.1f} ms; imports by site (.pth files, "
+          f"in every Python process): {ms(site_total):.1f} ms")
+
+
+def parse_importtime(stderr: str) -> list[tuple[str, int, int, str | None, str]]:
+    """(module, self us, cumulative us, importer or None, top-level importer) per import.
+
+    ``-X importtime`` prints a module after everything it imported, indented by depth, so a
+    line's children are the deeper lines just before it.
+    """
+    rows: list[list] = []
+    waiting: list[tuple[int, int]] = []  # (depth, row) of lines whose importer is not seen yet
+    for line in stderr.splitlines():
+        match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if not match:
+            continue
+        self_us, cum_us, indent, name = match.groups()
+        depth = len(indent) // 2
+        index = len(rows)
+        rows.append([name, int(self_us), int(cum_us), None])
+        while waiting and waiting[-1][0] > depth:
+            child_depth, child = waiting.pop()
+            if child_depth == depth + 1:
+                rows[child][3] = index
+        waiting.append((depth, index))
+
+    def root(index: int) -> str:
+        while rows[index][3] is not None:
+            index = rows[index][3]
+        return rows[index][0]
+
+    return [(name, self_us, cum_us, None if parent is None else rows[parent][0], root(i))
+            for i, (name, self_us, cum_us, parent) in enumerate(rows)]
 
 
 # -- (b) no-op plan on a real local Ray head ------------------------------------------------

@@ -134,13 +134,19 @@ def _indent(text: str, prefix: str) -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:
-    """A plain text table: first column left-aligned, the others right-aligned."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "",
+          align: str = "") -> str:
+    """A plain text table; ``align`` has one letter per column, l or r (default: first column
+    left, the others right). Columns with no text at all are left out."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    align = align or "l" + "r" * (len(headers) - 1)
+    keep = [i for i in range(len(headers)) if any(row[i] for row in cells)]
+    cells = [[row[i] for i in keep] for row in cells]
+    align = "".join(align[i] for i in keep)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(keep))]
 
     def line(row: list[str]) -> str:
-        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align)]
         return "  ".join(parts).rstrip()
 
     out = [title] if title else []

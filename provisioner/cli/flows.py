@@ -226,11 +226,11 @@ def show_status(run, workspace) -> None:
             facts = providers.get(record.type).status(live)
         except ProvisionerError as error:
             facts = {"error": str(error)}
-        report[address] = {"type": record.type, "status": record.status, **facts}
+        report[address] = {"type": record.type, "recorded": record.status, **facts}
     if run.json:
         print(json.dumps({"resources": report}, indent=2, sort_keys=True))
         return
     for address, facts in report.items():
-        run.view.text(f"{address} ({facts.pop('type')}, {facts.pop('status')})")
+        run.view.text(f"{address} ({facts.pop('type')}, recorded {facts.pop('recorded')})")
         for key, value in facts.items():
             run.view.text(f"  {key}: {json.dumps(value, sort_keys=True)}")

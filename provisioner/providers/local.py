@@ -40,8 +40,11 @@ BASE_DIR = Path("/tmp/provisioner")
 OWNER_FILE = "owner.json"
 START_LOG = "ray-start.log"
 
+# serve_http_options: Serve fixes its HTTP options when it starts on this head and ignores later
+# changes, so they belong to the head: a change replaces it (and redeploys the apps).
 DESIRED = ("gcs_port", "dashboard_port", "client_server_port", "dashboard_agent_port",
-           "num_cpus", "node_ip")
+           "num_cpus", "node_ip", "serve_http_options")
+OPTIONAL = ("num_cpus", "serve_http_options")
 PORT_KEYS = ("gcs_port", "dashboard_port", "client_server_port", "dashboard_agent_port")
 COMPUTED = ("session_id", "gcs_address", "dashboard_url", "package_dir", "pgid", "temp_dir")
 
@@ -226,17 +229,21 @@ class LocalRayHead(ResourceType):
 
     def _check_desired(self, address: str, desired: dict[str, Any]) -> dict[str, Any]:
         attributes = {key: desired.get(key) for key in DESIRED}
-        missing = [key for key in DESIRED if key != "num_cpus" and attributes[key] in (None, "")]
+        missing = [key for key in DESIRED if key not in OPTIONAL and attributes[key] in (None, "")]
         if missing:
             raise ProviderError(f"missing attributes: {', '.join(missing)}", address=address)
         seen: dict[int, str] = {}
-        for key in PORT_KEYS:
+        ports = {key: attributes[key] for key in PORT_KEYS}
+        if attributes["serve_http_options"]:
+            ports["serve http port"] = attributes["serve_http_options"].get("port")
+        for key, value in ports.items():
             try:
-                port = int(attributes[key])
+                port = int(value)
             except (TypeError, ValueError):
-                raise ProviderError(f"{key} must be a port number, not {attributes[key]!r}",
+                raise ProviderError(f"{key} must be a port number, not {value!r}",
                                     address=address) from None
-            attributes[key] = port
+            if key in attributes:
+                attributes[key] = port
             if not 0 < port < 65536:
                 raise ProviderError(f"{key} {port} is not a port number", address=address)
             if port in seen:

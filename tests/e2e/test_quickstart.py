@@ -142,7 +142,20 @@ def test_quickstart_user_story(quickstart) -> None:
     report = json.loads(status.stdout)["resources"]
     assert report["serve_app.hello"]["deployments"]["Hello"]["replicas"] == {"RUNNING": 2}
 
-    destroyed = cli(quickstart, "destroy", "--auto-approve")
+    # Serve fixes its HTTP port when it starts: a new port is an honest head replacement.
+    new_port = str(free_ports(1)[0])
+    moved = cli(quickstart, "plan", "--var", f"http_port={new_port}")
+    assert "# local_ray_head.head must be replaced" in moved.stdout, moved.stdout
+    assert "serve_http_options.port" in moved.stdout and "forces replacement" in moved.stdout
+    assert "Plan: 1 to add, 2 to change, 1 to destroy." in moved.stdout
+    applied = cli(quickstart, "apply", "--auto-approve", "--var", f"http_port={new_port}")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert get(f"http://127.0.0.1:{new_port}/hello") == (200, "hello world (v1)")
+    assert head_record(quickstart)["attributes"]["session_id"] != session
+    assert not [pid for pid in pids_before if processes.is_alive(pid)], "the old head lives on"
+    head = head_record(quickstart)
+
+    destroyed = cli(quickstart, "destroy", "--auto-approve", "--var", f"http_port={new_port}")
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     assert "Destroy complete! Resources: 0 added, 0 changed, 3 destroyed." in destroyed.stdout
     assert json.loads(cli(quickstart, "state", "list", "--json").stdout) == []
