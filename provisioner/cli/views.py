@@ -83,18 +83,15 @@ class RichView(PlainView):
                 style = {"warn": "yellow", "error": "red"}.get(event.level, "")
                 message = f"[{style}]{event.message}[/{style}]" if style else event.message
                 self.console.print(message, highlight=False)
-            if self._live is not None:
-                self._live.update(self._table())
-                if not self._rows:
-                    self._live.stop()
-                    self._live = None
 
     def _ensure_live(self) -> None:
         if self._live is None:
             from rich.live import Live
 
-            self._live = Live(self._table(), console=self.console, refresh_per_second=4,
-                              transient=True, get_renderable=self._table)
+            # One live area for the whole run, re-rendered by rich's own refresh thread;
+            # prints go above it, and it disappears when the view is closed.
+            self._live = Live(console=self.console, refresh_per_second=4, transient=True,
+                              get_renderable=self._table)
             self._live.start()
 
     def _table(self):

@@ -161,3 +161,27 @@ def test_quickstart_user_story(quickstart) -> None:
     assert json.loads(cli(quickstart, "state", "list", "--json").stdout) == []
     assert not processes.ray_processes(head["attributes"]["pgid"], head["attributes"]["temp_dir"])
     assert not Path(head["attributes"]["temp_dir"]).exists()
+
+
+def test_head_lost_outside_provisioner_is_drift_and_apply_restores_it(quickstart) -> None:
+    """kill -9 every process of the head (a crash): plan shows the drift and recreates the head
+    and both apps; apply brings every route back; destroy then succeeds with Ray gone."""
+    _, ports, _ = quickstart
+    base = f"http://127.0.0.1:{ports['http_port']}"
+    assert cli(quickstart, "apply", "--auto-approve").returncode == 0
+    head = head_record(quickstart)["attributes"]
+    for pid in processes.ray_processes(head["pgid"], head["temp_dir"]):
+        os.kill(pid, 9)
+
+    planned = cli(quickstart, "plan", "--detailed-exitcode")
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    assert "# local_ray_head.head has been deleted" in planned.stdout
+    assert "# serve_app.hello has been deleted" in planned.stdout
+    assert "Plan: 3 to add, 0 to change, 0 to destroy." in planned.stdout
+
+    applied = cli(quickstart, "apply", "--auto-approve")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert get(f"{base}/hello") == (200, "hello world (v1)")
+    assert cli(quickstart, "plan", "--detailed-exitcode").returncode == 0
+    assert cli(quickstart, "destroy", "--auto-approve").returncode == 0
+    assert json.loads(cli(quickstart, "state", "list", "--json").stdout) == []
