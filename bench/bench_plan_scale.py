@@ -223,6 +223,14 @@ def profile(spec_dir: Path, what: str, top: int = 15, top_self: int = 10,
         print(table(["function", "calls", "self s", "cumulative s", "of run"], rows,
                     title=f"\n-- cProfile: {label} - top {count} by {title} "
                           f"(profiled run {result.seconds:.2f} s, exit {result.code})"))
+    by_package: dict[str, float] = {}
+    for key, (_, _, tt, _, _) in entries:
+        package = where(key).split("/", 1)[0] if key[0] != "~" else "(builtins)"
+        package = "stdlib" if package.startswith("<frozen") else package
+        by_package[package] = by_package.get(package, 0.0) + tt
+    ranked_packages = sorted(by_package.items(), key=lambda item: item[1], reverse=True)[:6]
+    print("self time by package: " + ", ".join(f"{name} {100 * tt / total:.0f}%"
+                                                for name, tt in ranked_packages))
 
 
 def is_project_code(filename: str) -> bool:

@@ -153,17 +153,15 @@ def _change_for(
         change.action, change.reason = Action.REPLACE, "tainted by a failed or interrupted change"
     elif address in options.replace:
         change.action, change.reason = Action.REPLACE, "replacement requested with --replace"
-    else:
-        changed = changed_paths(prior, after, info.computed, unknown)
-        change.changed_paths = changed
-        forcing = [p for p in changed if _top(p) in info.force_new]
+    if prior is not None:
+        change.changed_paths = changed_paths(prior, after, info.computed, unknown)
+    if change.action is Action.NOOP and change.changed_paths:
+        forcing = [p for p in change.changed_paths if _top(p) in info.force_new]
         if forcing:
             change.action, change.replace_paths = Action.REPLACE, forcing
             change.reason = "changing " + ", ".join(forcing) + " forces replacement"
-        elif changed:
+        else:
             change.action = Action.UPDATE
-    if change.action is not Action.UPDATE and prior is not None:
-        change.changed_paths = changed_paths(prior, after, info.computed, unknown)
     return change
 
 

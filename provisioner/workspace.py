@@ -36,28 +36,31 @@ def type_info(type_name: str) -> TypeInfo:
     return TypeInfo(force_new=cls.force_new, computed=cls.computed, ignore_drift=cls.ignore_drift)
 
 
-class Workspace:
-    def __init__(self, spec_file: Path, var_args: VarArgs, emit: Emit,
-                 plan_variables: dict[str, Any] | None = None) -> None:
-        self.emit = emit
-        self.loaded = _load(spec_file, list(var_args.items), plan_variables)
-        self.spec_path = self.loaded.path
-        self._blueprint: Blueprint | None = None
+class StateLocation:
+    """Where a deployment's state lives and what its providers need: enough for the commands
+    that only read (output, state, status, force-unlock)."""
 
-    @property
-    def blueprint(self) -> Blueprint:
-        if self._blueprint is None:
-            self._blueprint = expand(self.loaded)
-        return self._blueprint
+    def __init__(self, name: str, state_path: Path, workdir: Path, emit: Emit) -> None:
+        self.name = name
+        self.state_path = state_path
+        self.workdir = workdir
+        self.emit = emit
+
+    @classmethod
+    def of(cls, spec_file: Path, emit: Emit) -> "StateLocation":
+        from provisioner.spec import locate_state
+
+        name, state_path = locate_state(spec_file)
+        return cls(name, state_path, spec_file.parent, emit)
 
     @property
     def data_dir(self) -> Path:
-        return self.loaded.state_path.parent
+        return self.state_path.parent
 
     def backend(self):
         from state.local import LocalBackend
 
-        return LocalBackend(self.loaded.state_path)
+        return LocalBackend(self.state_path)
 
     def providers(self, document: StateDocument) -> Providers:
         emit = self.emit
@@ -66,12 +69,30 @@ class Workspace:
             emit(make_event("apply_progress", f"{address}: {message}", address=address))
 
         ctx = ProviderContext(
-            owner=Owner(cluster=self.loaded.spec.name, lineage=document.lineage),
-            workdir=self.loaded.base_dir,
+            owner=Owner(cluster=self.name, lineage=document.lineage),
+            workdir=self.workdir,
             data_dir=self.data_dir,
             progress=progress,
         )
         return Providers(ctx)
+
+
+class Workspace(StateLocation):
+    """The whole spec, loaded and validated, for the commands that plan."""
+
+    def __init__(self, spec_file: Path, var_args: VarArgs, emit: Emit,
+                 plan_variables: dict[str, Any] | None = None) -> None:
+        self.loaded = _load(spec_file, list(var_args.items), plan_variables)
+        super().__init__(self.loaded.spec.name, self.loaded.state_path, self.loaded.base_dir,
+                         emit)
+        self.spec_path = self.loaded.path
+        self._blueprint: Blueprint | None = None
+
+    @property
+    def blueprint(self) -> Blueprint:
+        if self._blueprint is None:
+            self._blueprint = expand(self.loaded)
+        return self._blueprint
 
     def plan(
         self,

@@ -79,6 +79,11 @@ class Run:
         return Workspace(_resolve_spec(spec_file), VarArgs(var_order_from_argv(sys.argv[1:])),
                          self.view, plan_variables)
 
+    def state_location(self, spec_file: Path):
+        from provisioner.workspace import StateLocation
+
+        return StateLocation.of(_resolve_spec(spec_file), self.view)
+
     def session(self, backend, operation: str, lock_timeout: str):
         from provisioner.cli.options import parse_duration
         from provisioner.events import make_event
@@ -203,7 +208,7 @@ def show(
 
         flows.show_saved_plan(run, load_plan(planfile))
     else:
-        flows.show_state(run, run.workspace(file))
+        flows.show_state(run, run.state_location(file))
 
 
 @app.command()
@@ -216,7 +221,7 @@ def output(
     from provisioner.cli import flows
 
     run = Run(json_mode)
-    flows.show_outputs(run, run.workspace(file), name)
+    flows.show_outputs(run, run.state_location(file), name)
 
 
 @app.command()
@@ -225,7 +230,7 @@ def status(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False) -> None:
     from provisioner.cli import flows
 
     run = Run(json_mode)
-    flows.show_status(run, run.workspace(file))
+    flows.show_status(run, run.state_location(file))
 
 
 @app.command("force-unlock")
@@ -238,7 +243,7 @@ def force_unlock(
     from provisioner.events import make_event
 
     run = Run(json_mode)
-    removed = run.workspace(file).backend().force_unlock(lock_id)
+    removed = run.state_location(file).backend().force_unlock(lock_id)
     run.view(make_event("unlocked", f"Removed {removed.describe()}",
                         data=removed.model_dump()))
 
@@ -259,7 +264,7 @@ def state_list(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False) -> No
     from provisioner.cli import flows
 
     run = Run(json_mode)
-    flows.state_list(run, run.workspace(file))
+    flows.state_list(run, run.state_location(file))
 
 
 @state_app.command("show")
@@ -272,4 +277,4 @@ def state_show(
     from provisioner.cli import flows
 
     run = Run(json_mode)
-    flows.state_show(run, run.workspace(file), address)
+    flows.state_show(run, run.state_location(file), address)

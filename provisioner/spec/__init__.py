@@ -5,7 +5,7 @@ Entry points: :func:`load_spec` (everything a command needs) and :func:`spec_jso
 key path (``cluster.dashboard_port``, ``applications[1].deployments[0].num_replicas``).
 """
 
-from provisioner.spec.loader import DEFAULT_SPEC_NAME, LoadedSpec, load_spec
+from provisioner.spec.loader import DEFAULT_SPEC_NAME, LoadedSpec, load_spec, locate_state
 from provisioner.spec.models import (
     ServeConfig,
     Spec,
@@ -50,6 +50,7 @@ __all__ = [
     "VariableDecl",
     "VariableValidation",
     "load_spec",
+    "locate_state",
     "register",
     "resolve_variables",
     "spec_json_schema",

@@ -18,7 +18,14 @@ from pydantic import Field, ValidationError
 from provisioner.errors import SpecError
 from provisioner.spec.base import SpecModel
 from provisioner.spec.interpolate import interpolate
-from provisioner.spec.models import SPEC_VERSION, Spec, VariableDecl, VarName, spec_model
+from provisioner.spec.models import (
+    SPEC_VERSION,
+    Spec,
+    StateConfig,
+    VariableDecl,
+    VarName,
+    spec_model,
+)
 from provisioner.spec.problems import (
     did_you_mean,
     format_path,
@@ -260,3 +267,22 @@ def _load_resolved(
         state_path=state_path,
         module_dir=module_dir,
     )
+
+
+def locate_state(path: Path) -> tuple[str, Path]:
+    """The cluster name and the state file of a spec, without resolving its variables or
+    reading its manifest: what the read-only commands (output, state, status, force-unlock)
+    need, so they work without the values a plan needs. Falls back to a full load when either
+    is written with a variable."""
+    path, source = _locate(Path(path))
+    data, _ = read_yaml_file(path, source=source, what="spec file")
+    name = data.get("name") if isinstance(data, dict) else None
+    state = data.get("state") if isinstance(data, dict) else None
+    default_path = StateConfig.model_fields["path"].default
+    state_path = (state or {}).get("path", default_path) if isinstance(state, (dict, type(None))) \
+        else None
+    if not isinstance(name, str) or not isinstance(state_path, str) or "${" in name + state_path:
+        loaded = load_spec(path)
+        return loaded.spec.name, loaded.state_path
+    absolute, _ = _relative_file(path.resolve().parent, source, state_path)
+    return name, absolute

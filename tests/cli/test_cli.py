@@ -247,3 +247,15 @@ def test_sigterm_lets_changes_in_flight_finish_and_records_them(workdir: Path) -
     state = json.loads((workdir / ".provisioner" / "state.json").read_text())
     assert state["pending"] == []
     assert set(state["resources"]) == completed
+
+
+def test_read_only_commands_need_no_variables(workdir: Path) -> None:
+    spec = MEMORY_SPEC.replace("n: {type: number, default: 2}", "n: {type: number}")
+    (workdir / "cluster.yaml").write_text(spec)
+    assert_clean_error(run(workdir, "plan"), "n", "--var")
+    assert run(workdir, "apply", "--auto-approve", "--var", "n=1").returncode == 0
+    listed = run(workdir, "state", "list", "--json")
+    assert json.loads(listed.stdout) == ["memory_resource.net", "memory_resource.node[0]"]
+    assert json.loads(run(workdir, "output", "--json").stdout) == {"groups": ["net", "node"]}
+    assert run(workdir, "status").returncode == 0
+    assert_clean_error(run(workdir, "output", "nope"), "no output named 'nope'", "groups")
