@@ -153,6 +153,16 @@ def exponent(rows: list[Row], value) -> str:
     return f"{math.log(value(last) / value(first)) / math.log(last.size / first.size):.2f}"
 
 
+def linear_fit(rows: list[Row], value) -> str:
+    """``a s + b ms/resource`` through the first and last row that have a value."""
+    have = [r for r in rows if value(r) is not None]
+    if len(have) < 2:
+        return ""
+    first, last = have[0], have[-1]
+    slope = (value(last) - value(first)) / (last.size - first.size)
+    return f"{value(first) - slope * first.size:.2f} s + {1000 * slope:.2f} ms/resource"
+
+
 def report(rows: list[Row]) -> None:
     def med(attr: str):
         return lambda r: getattr(r, attr).median if getattr(r, attr) else None
@@ -181,6 +191,11 @@ def report(rows: list[Row]) -> None:
         table_rows,
         title="\n-- plan and apply by size, whole process: median / min of the runs; growth is "
               f"the median over the {rows[0].size} row's (linear = the size column)"))
+    fits = [f"{label} {fit}" for label, attr in (("create", "create"), ("no-op", "noop"),
+                                                  ("no-op --no-refresh", "noop_no_refresh"))
+            if (fit := linear_fit(rows, med(attr)))]
+    if fits:
+        print("fixed + per-resource cost (line through the first and last row): " + "; ".join(fits))
     for r in rows:
         for note in r.notes:
             print(f"note ({r.size}): {note}")

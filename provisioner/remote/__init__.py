@@ -1,0 +1,1 @@
+"""Acting on machines: this one, or hosts reached over SSH."""
