@@ -1,0 +1,20 @@
+"""Which :class:`~provisioner.remote.runner.Runner` reaches a resource's machine.
+
+A resource names its machine with a ``target`` attribute: ``None`` (or absent) for this machine,
+else an SSH target mapping ``{address, port, user, key_file, host_key, alias}`` (see
+``provisioner.remote.ssh``). SSH support is imported only when a target needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from provisioner.remote.runner import LocalRunner, Runner
+
+
+def runner_for(target: Mapping[str, Any] | None) -> Runner:
+    if not target:
+        return LocalRunner()
+    from provisioner.remote.ssh import runner_for_target
+
+    return runner_for_target(target)
