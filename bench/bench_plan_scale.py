@@ -154,13 +154,15 @@ def exponent(rows: list[Row], value) -> str:
 
 
 def linear_fit(rows: list[Row], value) -> str:
-    """``a s + b ms/resource`` through the first and last row that have a value."""
-    have = [r for r in rows if value(r) is not None]
-    if len(have) < 2:
+    """``a s + b ms/resource``: least squares over the rows that have a value."""
+    points = [(r.size, value(r)) for r in rows if value(r) is not None]
+    if len(points) < 2:
         return ""
-    first, last = have[0], have[-1]
-    slope = (value(last) - value(first)) / (last.size - first.size)
-    return f"{value(first) - slope * first.size:.2f} s + {1000 * slope:.2f} ms/resource"
+    mean_n = sum(n for n, _ in points) / len(points)
+    mean_t = sum(t for _, t in points) / len(points)
+    slope = (sum((n - mean_n) * (t - mean_t) for n, t in points)
+             / sum((n - mean_n) ** 2 for n, _ in points))
+    return f"{mean_t - slope * mean_n:.2f} s + {1000 * slope:.2f} ms/resource"
 
 
 def report(rows: list[Row]) -> None:
@@ -195,7 +197,7 @@ def report(rows: list[Row]) -> None:
                                                   ("no-op --no-refresh", "noop_no_refresh"))
             if (fit := linear_fit(rows, med(attr)))]
     if fits:
-        print("fixed + per-resource cost (line through the first and last row): " + "; ".join(fits))
+        print("fixed + per-resource cost (least squares over the sizes): " + "; ".join(fits))
     for r in rows:
         for note in r.notes:
             print(f"note ({r.size}): {note}")

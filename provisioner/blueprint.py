@@ -24,6 +24,7 @@ import yaml
 from provisioner.data import data_path
 from provisioner.errors import SpecError
 from provisioner.graph import ResourceGraph, check_references
+from provisioner.providers import RESOURCE_TYPES
 from provisioner.resources import Resource, is_address, type_of
 
 
@@ -182,6 +183,13 @@ def _parse_resources(items: list[Any], source: str) -> dict[str, Resource]:
                 f"invalid address '{resource.address}' (expected <type>.<name>)",
                 source=source,
                 path=where,
+            )
+        if resource.type not in RESOURCE_TYPES:
+            raise SpecError(
+                f"unknown resource type '{resource.type}'",
+                source=source,
+                path=where,
+                hint="known types: " + ", ".join(sorted(RESOURCE_TYPES)),
             )
         if resource.address in resources:
             raise SpecError(f"duplicate address {resource.address}", source=source, path=where)

@@ -131,6 +131,10 @@ class Applier:
             dependents = {a for a in deleting if address in _recorded_deps(records, a)}
             deps = {("delete", d) for d in dependents if d != address}
             change = self.changes[address]
+            if change.action is Action.DELETE:
+                # What depended on it and stays is updated first: e.g. the load balancer stops
+                # sending a node traffic before the node stops.
+                deps |= {("apply", a) for a in applying if address in _recorded_deps(records, a)}
             if change.action is Action.REPLACE and change.create_before_destroy:
                 deps.add(("apply", address))
                 deps |= {("apply", a) for a in applying if address in self.changes[a].dependencies}
@@ -168,6 +172,10 @@ class Applier:
 
     def _create(self, change: ResourceChange) -> None:
         desired = self._desired(change)
+        # What the plan showed and the user approved (e.g. a host key) is what create must find.
+        for key in self.providers.get(change.type).plan_facts:
+            if change.after and key in change.after:
+                desired[key] = change.after[key]
         token = uuid.uuid4().hex
         self._journal(change, "create", token)
         provider = self.providers.get(change.type)

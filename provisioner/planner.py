@@ -32,6 +32,7 @@ class TypeInfo:
     force_new: frozenset[str] = frozenset()
     computed: frozenset[str] = frozenset()
     ignore_drift: frozenset[str] = frozenset()
+    plan_facts: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -51,8 +52,11 @@ def make_plan(
     options: PlanOptions,
     spec_path: str,
     variables: dict[str, Any],
+    facts: Mapping[str, dict[str, Any]] | None = None,
 ) -> Plan:
+    """``facts``: what resources to be created read at plan time (see ``plan_facts``)."""
     records = document.resources
+    facts = facts or {}
     drift, prior = refresh_view(records, live, type_info)
     desired = {} if options.destroy or blueprint is None else blueprint.resources
     secrets = blueprint.sensitive_values if blueprint else []
@@ -88,6 +92,8 @@ def make_plan(
         change.dependencies = sorted(resource.references())
         change.create_before_destroy = resource.create_before_destroy
         change.desired_digest = digest(resource.attributes)
+        if change.action in (Action.CREATE, Action.REPLACE) and address in facts:
+            change.after = {**change.after, **facts[address]}
         planned[address] = (change.action, resolved)
         if address in selected:
             changes.append(change)

@@ -33,7 +33,8 @@ class VarArgs:
 
 def type_info(type_name: str) -> TypeInfo:
     cls = resource_type_class(type_name)
-    return TypeInfo(force_new=cls.force_new, computed=cls.computed, ignore_drift=cls.ignore_drift)
+    return TypeInfo(force_new=cls.force_new, computed=cls.computed, ignore_drift=cls.ignore_drift,
+                    plan_facts=cls.plan_facts)
 
 
 class StateLocation:
@@ -104,6 +105,7 @@ class Workspace(StateLocation):
     ) -> Plan:
         blueprint = None if options.destroy else self.blueprint
         live = refresh_live(document, blueprint, providers, self.emit) if refresh else None
+        facts = read_facts(document, blueprint, providers) if blueprint else {}
         plan = make_plan(
             blueprint=blueprint,
             document=document,
@@ -113,6 +115,7 @@ class Workspace(StateLocation):
             options=options,
             spec_path=str(self.spec_path),
             variables=self.loaded.variables.for_plan(),
+            facts=facts,
         )
         return plan
 
@@ -183,6 +186,26 @@ def refresh_live(
     emit(make_event("refresh_complete", f"found {len(live)} live resource(s)",
                     data={"live": len(live)}))
     return live
+
+
+def read_facts(document: StateDocument, blueprint: Blueprint,
+               providers: Providers) -> dict[str, dict[str, Any]]:
+    """Plan-time facts of the resources to be created whose type reads some (in parallel).
+    Only resources without references qualify: their desired attributes are known now."""
+    wanted = [
+        resource for address, resource in blueprint.resources.items()
+        if (address not in document.resources or document.resources[address].status == "tainted")
+        and resource_type_class(resource.type).plan_facts and not resource.references()
+    ]
+    if not wanted:
+        return {}
+
+    def read(resource) -> tuple[str, dict[str, Any]]:
+        provider = providers.get(resource.type)
+        return resource.address, provider.read_facts(resource.address, dict(resource.attributes))
+
+    with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
+        return dict(pool.map(read, wanted))
 
 
 def install_stop_handlers(stop: threading.Event, emit: Emit) -> None:

@@ -15,7 +15,9 @@ from provisioner.providers.base import ProviderContext, ResourceType
 RESOURCE_TYPES: dict[str, str] = {
     "local_ray_head": "provisioner.providers.local:LocalRayHead",
     "memory_resource": "provisioner.providers.memory:MemoryResource",
+    "ray_node": "provisioner.providers.ray_node:RayNode",
     "serve_app": "provisioner.serve.resource:ServeApp",
+    "ssh_host": "provisioner.providers.ssh_host:SSHHost",
 }
 
 

@@ -38,6 +38,9 @@ Class attributes:
 ``computed``       attributes known only after apply (ids, addresses, session ids); the desired
                    side never sets them and the diff ignores them.
 ``ignore_drift``   attributes whose live value is not compared (derived or noisy).
+``plan_facts``     attributes a create reads at plan time (``read_facts``), shows in the plan,
+                   and then requires at apply: e.g. the SSH host key trusted at first contact,
+                   so a key is only ever accepted after it was shown. Usually also computed.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class ResourceType(abc.ABC):
     force_new: ClassVar[frozenset[str]] = frozenset()
     computed: ClassVar[frozenset[str]] = frozenset()
     ignore_drift: ClassVar[frozenset[str]] = frozenset()
+    plan_facts: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
@@ -116,6 +120,10 @@ class ResourceType(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, address: str, prior: LiveResource) -> None: ...
+
+    def read_facts(self, address: str, desired: dict[str, Any]) -> dict[str, Any]:
+        """Optional, read-only: the ``plan_facts`` of a resource about to be created."""
+        return {}
 
     def status(self, record: LiveResource) -> dict[str, Any]:
         """Optional: live facts for ``provisioner status`` (nodes, app states)."""

@@ -8,6 +8,7 @@ only the *shape* of the settings; what a provider does with them lives in
 
 from __future__ import annotations
 
+import graphlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Any, Iterator
@@ -92,29 +93,84 @@ class MemorySettings(SpecModel):
 
 def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
     """A cycle in ``edges`` as a closed list of names, or None."""
-    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in edges.get(node, ()):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(edges):
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+    try:
+        graphlib.TopologicalSorter(edges).prepare()
+    except graphlib.CycleError as exc:
+        return list(reversed(exc.args[1]))
     return None
+
+
+HostName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
+
+
+class SshHost(SpecModel):
+    """A machine reached over SSH. Unset fields fall back to the cluster-wide defaults."""
+
+    name: HostName = Field(description="Short name; the host's resources are named after it.")
+    address: str = Field(description="IP address or DNS name the CLI connects to.")
+    port: Port = 22
+    user: str | None = Field(None, description="SSH user; default: cluster.user.")
+    key_file: str | None = Field(None, description="Private key; default: cluster.key_file.")
+    alias: str | None = Field(None, description="A Host alias of ~/.ssh/config to use instead.")
+    host_key: str | None = Field(
+        None, description="Pinned host key '<type> <base64>'; default: recorded at first contact."
+    )
+
+
+class SshRay(SpecModel):
+    """How Ray runs on the hosts."""
+
+    python: str = Field("python3", description="Python on the hosts that has (or gets) Ray.")
+    install: bool = Field(False, description="pip install ray[serve] on hosts that lack it.")
+    version: str | None = Field(None, description="Ray version to install; default: ours.")
+    gcs_port: Port = Field(6379, description="Head's GCS port.")
+    dashboard_port: Port = Field(8265, description="Head's dashboard port (reached by tunnel).")
+    num_cpus: Annotated[int, Field(ge=0)] | None = Field(None, description="CPUs per node.")
+
+
+class SshLoadBalancer(SpecModel):
+    """HAProxy on the load balancer host, in front of every node's Serve proxy."""
+
+    listen_port: Port = Field(8080, description="Port clients connect to.")
+    install: bool = Field(True, description="apt-get install haproxy when it is missing.")
+
+
+class SshSettings(SpecModel):
+    """A Ray cluster on machines reached over SSH: one head, workers, a load balancer."""
+
+    hosts: list[SshHost] = Field(min_length=1, description="All machines of the cluster.")
+    head: HostName = Field(description="Name of the head host.")
+    load_balancer: HostName | None = Field(None, description="Name of the HAProxy host.")
+    standby: list[HostName] = Field(
+        default_factory=list, description="Hosts kept in reserve to replace a lost head."
+    )
+    user: str = Field("root", description="Default SSH user.")
+    key_file: str | None = Field(None, description="Default private key file.")
+    known_hosts: str | None = Field(None, description="known_hosts file whose keys are trusted.")
+    node_dir: str = Field("/var/lib/provisioner", description="Directory of our files on hosts.")
+    ray: SshRay = Field(default_factory=SshRay)
+    lb: SshLoadBalancer = Field(default_factory=SshLoadBalancer)
+
+    def workers(self) -> list[SshHost]:
+        roles = {self.head, self.load_balancer, *self.standby}
+        return [host for host in self.hosts if host.name not in roles]
+
+    def problems(self) -> Iterator[Problem]:
+        names: dict[str, int] = {}
+        for i, host in enumerate(self.hosts):
+            if host.name in names:
+                yield ("hosts", i, "name"), f"host name {host.name!r} is used twice"
+            names.setdefault(host.name, i)
+        known = ", ".join(names) or "(none)"
+        if self.head not in names:
+            yield ("head",), f"no host named {self.head!r}; hosts: {known}"
+        if self.load_balancer is not None and self.load_balancer not in names:
+            yield ("load_balancer",), f"no host named {self.load_balancer!r}; hosts: {known}"
+        if self.load_balancer == self.head:
+            yield ("load_balancer",), "the load balancer needs a host of its own, not the head"
+        for i, name in enumerate(self.standby):
+            if name not in names or name in (self.head, self.load_balancer):
+                yield ("standby", i), f"{name!r} must name a host that is not head or LB"
 
 
 @dataclass(frozen=True)
@@ -145,3 +201,4 @@ def register(name: str, settings: type[SpecModel], description: str) -> None:
 
 register("local", LocalSettings, "A single-node Ray cluster on this machine.")
 register("memory", MemorySettings, "In-memory resources for engine tests and benchmarks.")
+register("ssh", SshSettings, "Ray on machines reached over SSH, with HAProxy in front.")

@@ -187,3 +187,18 @@ def test_pending_create_is_adopted_when_it_exists_and_cleared_when_not(harness) 
     assert set(doc.resources) == {"memory_resource.made"}
     assert doc.resources["memory_resource.made"].id == made.id
     assert [e.type for e in harness.events].count("journal_resolved") == 2
+
+
+def test_delete_waits_for_the_update_of_what_depended_on_it(harness) -> None:
+    """Removing a node: the load balancer's update (dropping it) runs before the node's delete."""
+    before = blueprint_of(res("memory_resource.a"), res("memory_resource.n1"),
+                          res("memory_resource.lb", up=["memory_resource.n1", "memory_resource.a"]))
+    harness.apply(before)
+    harness.events.clear()
+    after = blueprint_of(res("memory_resource.a"),
+                         res("memory_resource.lb", up=["memory_resource.a"]))
+    plan, result = harness.apply(after)
+    assert {c.address: c.action for c in plan.actionable()} == {
+        "memory_resource.lb": Action.UPDATE, "memory_resource.n1": Action.DELETE}
+    assert harness.starts() == ["memory_resource.lb", "memory_resource.n1"]
+    assert not result.failures

@@ -1,0 +1,249 @@
+"""``ray_node``: Ray on one machine (head or worker), kept running by provisioner's node
+supervisor. See :mod:`provisioner.providers.base` for the contract.
+
+On the machine, everything lives under ``<node_dir>/ray``: the supervisor script (from
+``templates/ray-node-supervisor.sh.j2``), the head record (``head_address``, read by a worker's
+supervisor at every start), the Serve packages (``packages/``, the ``file://`` working_dirs),
+Ray's temp dir (``tmp/``) and the ``owner.json`` marker. Where systemd runs, a unit keeps the
+supervisor alive; elsewhere it runs as a detached background loop.
+
+What changes in place: the head record (a worker connected to another head restarts onto the new
+one) and the package set (new packages are copied, Ray keeps running). Everything else forces a
+replacement. An unchanged node is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from provisioner.errors import ProviderError
+from provisioner.providers.base import ListScope, LiveResource, ResourceType
+from provisioner.remote.connect import runner_for
+from provisioner.templates import render
+
+START_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 45.0
+UNIT = "provisioner-ray.service"
+
+
+def ray_dir(attributes: dict[str, Any]) -> str:
+    return f"{attributes['node_dir']}/ray"
+
+
+class RayNode(ResourceType):
+    """Ray on one machine. See :mod:`provisioner.providers.base` for the contract."""
+
+    type_name = "ray_node"
+    force_new = frozenset({"role", "node_dir", "python", "node_ip", "gcs_port", "dashboard_port",
+                           "num_cpus", "serve_http_options"})
+    computed = frozenset({"session_id", "gcs_address", "dashboard_url", "package_dir",
+                          "supervisor"})
+    ignore_drift = frozenset({"connection", "packages"})
+
+    # -- list ----------------------------------------------------------------------------------
+
+    def list(self, scope: ListScope) -> list[LiveResource]:
+        known = [k for k in scope.known if k.attributes.get("connection")
+                 and not isinstance(k.attributes.get("connection"), str)]
+        if not known:
+            return []
+        with ThreadPoolExecutor(max_workers=min(16, len(known))) as pool:
+            found = pool.map(lambda k: self._probe(k.address, dict(k.attributes)), known)
+        return [item for item in found if item is not None]
+
+    def _probe(self, address: str, attributes: dict[str, Any]) -> LiveResource | None:
+        from provisioner.remote.ssh import HostKeyMismatch
+
+        directory = shlex.quote(ray_dir(attributes))
+        script = (
+            f"cd {directory} 2>/dev/null || exit 0; cat owner.json 2>/dev/null; echo; echo '#'; "
+            "pid=$(cat supervisor.pid 2>/dev/null); "
+            "if [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null; then echo loop; "
+            f"elif command -v systemctl >/dev/null && systemctl is-active --quiet {UNIT}; "
+            "then echo systemd; fi; echo '#'; basename \"$(readlink tmp/session_latest)\" 2>/dev/null"
+        )
+        try:
+            result = self._runner(attributes).run(script, timeout=30, check=False)
+        except HostKeyMismatch:
+            raise
+        except ProviderError:
+            return None  # host unreachable: the node is gone for the plan's purposes
+        parts = result.stdout.split("#\n")
+        owner = _json(parts[0]) if parts else {}
+        supervisor = parts[1].strip() if len(parts) > 1 else ""
+        if owner.get("lineage") != self.ctx.owner.lineage or not supervisor:
+            return None
+        session = parts[2].strip() if len(parts) > 2 else ""
+        record = owner.get("attributes") or {}
+        return self._live(address, {**record, "connection": attributes["connection"],
+                                    "packages": attributes.get("packages")},
+                          owner.get("token"), session, supervisor)
+
+    # -- create / update / delete ----------------------------------------------------------------
+
+    def create(self, address: str, desired: dict[str, Any], token: str) -> LiveResource:
+        runner = self._runner(desired)
+        directory = ray_dir(desired)
+        existing = self._probe(address, desired)
+        if existing is not None and existing.token == token:
+            return existing
+        self.ctx.progress(address, "writing the supervisor")
+        runner.run(f"mkdir -p {shlex.quote(directory)}/packages && rm -rf {shlex.quote(directory)}/tmp")
+        owner = {"lineage": self.ctx.owner.lineage, "address": address, "token": token,
+                 "attributes": _desired_only(desired)}
+        runner.put(f"{directory}/owner.json", json.dumps(owner).encode(), mode=0o600)
+        self._sync_packages(address, runner, desired)
+        if desired["role"] == "worker":
+            runner.put(f"{directory}/head_address", f"{desired['head_address']}\n".encode())
+        supervisor_path = f"{directory}/supervisor.sh"
+        runner.put(supervisor_path, render(
+            "ray-node-supervisor.sh.j2", address=address, role=desired["role"],
+            ray_dir=directory, python=desired["python"], node_ip=desired["node_ip"],
+            gcs_port=desired["gcs_port"], dashboard_port=desired["dashboard_port"],
+            num_cpus=desired.get("num_cpus"),
+        ).encode(), mode=0o755)
+        supervisor = self._start_supervisor(address, runner, directory, supervisor_path)
+        session = self._wait_until_up(address, runner, desired)
+        return self._live(address, desired, token, session, supervisor)
+
+    def update(self, address: str, prior: LiveResource, desired: dict[str, Any]) -> LiveResource:
+        runner = self._runner(desired)
+        directory = ray_dir(desired)
+        self._sync_packages(address, runner, desired)
+        old_head = prior.attributes.get("head_address")
+        if desired["role"] == "worker" and desired.get("head_address") != old_head:
+            self.ctx.progress(address, f"joining the new head {desired['head_address']}")
+            runner.put(f"{directory}/head_address", f"{desired['head_address']}\n".encode())
+            # Ray leaves a lost head on its own after a while; make it go now.
+            runner.run(f"kill $(cat {shlex.quote(directory)}/ray.pid) 2>/dev/null || true")
+            time.sleep(1)
+        owner = {**_json(runner.read(f"{directory}/owner.json") or b"{}"),
+                 "attributes": _desired_only(desired)}
+        runner.put(f"{directory}/owner.json", json.dumps(owner).encode(), mode=0o600)
+        session = self._wait_until_up(address, runner, desired)
+        return self._live(address, desired, prior.token, session,
+                          prior.attributes.get("supervisor", "loop"))
+
+    def delete(self, address: str, prior: LiveResource) -> None:
+        from provisioner.remote.ssh import HostKeyMismatch
+
+        attributes = prior.attributes
+        directory = shlex.quote(ray_dir(attributes))
+        try:
+            runner = self._runner(attributes)
+            self.ctx.progress(address, "stopping Ray")
+            runner.run(
+                f"if command -v systemctl >/dev/null && systemctl is-enabled --quiet {UNIT} "
+                f"2>/dev/null; then systemctl disable --now {UNIT}; "
+                f"rm -f /etc/systemd/system/{UNIT}; systemctl daemon-reload; fi; "
+                f"pid=$(cat {directory}/supervisor.pid 2>/dev/null); "
+                "[ -n \"$pid\" ] && kill -TERM \"$pid\" 2>/dev/null; "
+                f"for i in $(seq {int(STOP_TIMEOUT_S)}); do "
+                "kill -0 \"$pid\" 2>/dev/null || break; sleep 1; done; "
+                "[ -n \"$pid\" ] && kill -KILL \"$pid\" 2>/dev/null; "
+                f"{shlex.quote(attributes['python'])} -m ray.scripts.scripts stop --force "
+                ">/dev/null 2>&1; "
+                f"rm -rf {directory}",
+                timeout=STOP_TIMEOUT_S + 60,
+            )
+        except HostKeyMismatch:
+            raise
+        except ProviderError as error:
+            if self._probe(address, attributes) is None:
+                return  # unreachable and not ours any more: gone (e.g. the host was lost)
+            raise error
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _runner(self, attributes: dict[str, Any]):
+        return runner_for(attributes["connection"])
+
+    def _start_supervisor(self, address: str, runner, directory: str, script: str) -> str:
+        quoted = shlex.quote(directory)
+        if runner.run("[ -d /run/systemd/system ]", check=False).exit_code == 0:
+            unit = render("ray-node.service.j2", address=address, supervisor_path=script)
+            runner.put(f"/etc/systemd/system/{UNIT}", unit.encode())
+            runner.run(f"systemctl daemon-reload && systemctl enable --now {UNIT}")
+            return "systemd"
+        # No systemd: a detached loop in its own session, so it outlives our SSH connection.
+        runner.run(f"cd {quoted} && setsid nohup sh {shlex.quote(script)} > supervisor.log 2>&1 "
+                   "< /dev/null & echo $! > " + f"{quoted}/supervisor.pid")
+        return "loop"
+
+    def _wait_until_up(self, address: str, runner, desired: dict[str, Any]) -> str:
+        """Wait for this node's raylet (and on the head, the dashboard); return the session id."""
+        directory = shlex.quote(ray_dir(desired))
+        check = f"test -S {directory}/tmp/session_latest/sockets/raylet"
+        if desired["role"] == "head":
+            url = f"http://127.0.0.1:{int(desired['dashboard_port'])}/api/version"
+            check += (f" && {shlex.quote(desired['python'])} -c "
+                      f"'import urllib.request; urllib.request.urlopen(\"{url}\", timeout=2)'")
+        check += f" && basename \"$(readlink {directory}/tmp/session_latest)\""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            result = runner.run(check, timeout=30, check=False)
+            session = result.stdout.strip()
+            if result.exit_code == 0 and session.startswith("session_"):
+                return session
+            self.ctx.progress(address, "waiting for Ray to start")
+            time.sleep(1.5)
+        log = runner.run(f"tail -n 20 {directory}/supervisor.log", check=False).stdout
+        raise ProviderError(f"Ray did not start within {START_TIMEOUT_S:.0f}s; supervisor log:\n"
+                            f"{log}", address=address)
+
+    def _sync_packages(self, address: str, runner, desired: dict[str, Any]) -> None:
+        """Copy the Serve packages this node lacks (built locally, deterministic, by name)."""
+        packages = desired.get("packages") or []
+        if not packages:
+            return
+        from provisioner.serve.package import build_package
+
+        target = f"{ray_dir(desired)}/packages"
+        present = set(runner.run(f"ls {shlex.quote(target)} 2>/dev/null", check=False)
+                      .stdout.split())
+        cache = self.ctx.data_dir / "packages"
+        for package in packages:
+            if package["name"] in present:
+                continue
+            built = build_package(Path(package["source"]), cache)
+            if built.name != package["name"]:
+                raise ProviderError(f"{package['source']} changed since the plan "
+                                    f"({built.name} != {package['name']})", address=address,
+                                    hint="run plan again")
+            self.ctx.progress(address, f"copying {built.name}")
+            runner.put(f"{target}/{built.name}", built.read_bytes())
+
+    def _live(self, address: str, attributes: dict[str, Any], token: str | None, session: str,
+              supervisor: str) -> LiveResource:
+        desired = _desired_only(attributes)
+        computed = {
+            "session_id": session,
+            "gcs_address": f"{attributes['node_ip']}:{attributes['gcs_port']}",
+            "dashboard_url": f"http://127.0.0.1:{attributes['dashboard_port']}",
+            "package_dir": f"{ray_dir(attributes)}/packages",
+            "supervisor": supervisor,
+        }
+        return LiveResource(address, f"{attributes['node_ip']}/{session}",
+                            {**desired, "connection": attributes.get("connection"),
+                             "packages": attributes.get("packages"), **computed}, token)
+
+
+DESIRED = ("role", "node_dir", "python", "node_ip", "gcs_port", "dashboard_port", "num_cpus",
+           "serve_http_options", "head_address")
+
+
+def _desired_only(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {key: attributes.get(key) for key in DESIRED}
+
+
+def _json(raw: bytes | str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
