@@ -13,6 +13,7 @@ from provisioner.errors import SpecError
 from provisioner.providers.base import ProviderContext, ResourceType
 
 RESOURCE_TYPES: dict[str, str] = {
+    "haproxy_lb": "provisioner.providers.haproxy:HAProxyLB",
     "local_ray_head": "provisioner.providers.local:LocalRayHead",
     "memory_resource": "provisioner.providers.memory:MemoryResource",
     "ray_node": "provisioner.providers.ray_node:RayNode",

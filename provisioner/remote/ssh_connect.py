@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import paramiko
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from provisioner.remote.ssh_errors import (
     HostKeyMismatch,
@@ -56,7 +56,10 @@ class RetryPolicy:
     def retrying(self) -> Retrying:
         return Retrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=self.initial_s, max=self.max_s, jitter=self.jitter_s),
+            # (wait_exponential + wait_random rather than wait_exponential_jitter, whose
+            # arguments changed between tenacity 8 and 9)
+            wait=wait_exponential(multiplier=self.initial_s, max=self.max_s)
+            + wait_random(0, self.jitter_s),
             retry=retry_if_exception_type(SSHNetworkError),
             reraise=True,
         )
@@ -314,10 +317,13 @@ class ConnectionPool:
                 error = exc
             self.discard(target, transport)
             if not tries_left:
-                raise translate(error, target, key_files=[], resource_address=resource_address)
+                text = str(error) or type(error).__name__
+                raise SSHNetworkError(target, f"the connection failed while opening a channel ({text})",
+                                      address=resource_address) from None
 
     @contextmanager
-    def session(self, target: SSHTarget, *, resource_address: str | None = None) -> Iterator[paramiko.Channel]:
+    def session(self, target: SSHTarget, *,
+                resource_address: str | None = None) -> Iterator[paramiko.Channel]:
         entry = self._entry(target)
         with entry.sessions:
             channel = self.open_channel(
@@ -329,7 +335,8 @@ class ConnectionPool:
                 channel.close()
 
     @contextmanager
-    def sftp(self, target: SSHTarget, *, resource_address: str | None = None) -> Iterator[paramiko.SFTPClient]:
+    def sftp(self, target: SSHTarget, *,
+             resource_address: str | None = None) -> Iterator[paramiko.SFTPClient]:
         """A fresh SFTP session per use: ``SFTPClient`` is not safe to share between threads."""
         entry = self._entry(target)
         with entry.sessions:

@@ -166,7 +166,8 @@ class SSHTarget:
             try:
                 changes["port"] = int(found["port"])
             except ValueError:
-                raise ProviderError(f"ssh config {path}: Host {self.alias}: bad Port {found['port']!r}") from None
+                raise ProviderError(
+                    f"ssh config {path}: Host {self.alias}: bad Port {found['port']!r}") from None
         if self.user == DEFAULT_USER and found.get("user"):
             changes["user"] = found["user"]
         if self.key_file is None and found.get("identityfile"):

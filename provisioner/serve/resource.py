@@ -32,10 +32,14 @@ from typing import Any, Mapping
 from provisioner.errors import ProviderError, ServeError
 from provisioner.providers.base import ListScope, LiveResource, ResourceType
 from provisioner.serve import dashboard, readers
+from provisioner.serve.endpoint import dashboard_url_for
 
 DEFAULT_TIMEOUT_S = 300.0
 POLL_S = 0.5
 HTTP_OPTION_KEYS = ("host", "port", "keep_alive_timeout_s")
+# Attributes Serve does not report: read back from what the state (or the spec) says.
+REFERENCE_ONLY = ("dashboard_url", "dashboard_tunnel", "package_dir", "package_source",
+                  "package_sync")
 
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -126,11 +130,14 @@ class ServeApp(ResourceType):
         for known in scope.known:
             url = known.attributes.get("dashboard_url")
             if isinstance(url, str) and url.startswith(("http://", "https://")):
-                by_url.setdefault(url.rstrip("/"), []).append(known)
+                tunnel = known.attributes.get("dashboard_tunnel")
+                key = url.rstrip("/") + (f" via {tunnel.get('address')}" if tunnel else "")
+                by_url.setdefault(key, []).append(known)
         found: list[LiveResource] = []
         for url, knowns in sorted(by_url.items()):
             try:
-                live = readers.read_serve_status(dashboard.get_applications(url))
+                reachable = dashboard_url_for(knowns[0].attributes)
+                live = readers.read_serve_status(dashboard.get_applications(reachable))
             except ProviderError:
                 continue  # a dashboard that does not answer has no apps we can see
             for app in live.apps.values():
@@ -141,7 +148,7 @@ class ServeApp(ResourceType):
                     found.append(self._live(known.address, url, app, live, known.attributes))
                 else:  # on our dashboard but not in state: same shape, what Serve tells
                     shared = {key: knowns[0].attributes.get(key)
-                              for key in ("dashboard_url", "package_dir", "http_options")}
+                              for key in (*REFERENCE_ONLY, "http_options")}
                     found.append(self._live(f"serve_app.{app.name}", url, app, live, shared))
         return found
 
@@ -154,9 +161,9 @@ class ServeApp(ResourceType):
     def delete(self, address: str, prior: LiveResource) -> None:
         attributes = prior.attributes
         name = attributes.get("name") or prior.id
-        url = attributes.get("dashboard_url")
-        if not url:
+        if not attributes.get("dashboard_url"):
             raise ProviderError("no dashboard_url recorded for this application", address=address)
+        url = dashboard_url_for(attributes)
         with dashboard_lock(url):
             live = readers.read_serve_status(dashboard.get_applications(url))
             app = live.apps.get(name)
@@ -174,10 +181,10 @@ class ServeApp(ResourceType):
 
     def status(self, record: LiveResource) -> dict[str, Any]:
         name = record.attributes.get("name") or record.id
-        url = record.attributes.get("dashboard_url")
-        if not url:
+        if not record.attributes.get("dashboard_url"):
             return {"status": "UNKNOWN", "error": "no dashboard_url"}
         try:
+            url = dashboard_url_for(record.attributes)
             live = readers.read_serve_status(dashboard.get_applications(url))
         except ProviderError as error:
             return {"status": "UNKNOWN", "error": str(error)}
@@ -189,9 +196,9 @@ class ServeApp(ResourceType):
     # ---- deploy -------------------------------------------------------------------------------
 
     def _deploy(self, address: str, desired: dict[str, Any]) -> LiveResource:
-        url = desired.get("dashboard_url")
-        if not url:
+        if not desired.get("dashboard_url"):
             raise ProviderError("dashboard_url is not set", address=address)
+        url = dashboard_url_for(desired)
         name = desired["name"]
         self._ensure_package(address, desired)
         config = app_config(desired)
@@ -224,6 +231,8 @@ class ServeApp(ResourceType):
         package_dir = desired.get("package_dir")
         if not isinstance(working_dir, str) or "://" in working_dir:
             return
+        if desired.get("package_sync") == "nodes":
+            return  # every ray_node copies the packages to itself before apps deploy
         if not package_dir:
             raise ServeError("package_dir is not set", address=address)
         if source:
@@ -319,6 +328,7 @@ class ServeApp(ResourceType):
         attributes = readers.app_attributes(app.config or {"name": app.name})
         wanted = reference.get("http_options")
         keys = list(wanted) if isinstance(wanted, Mapping) and wanted else HTTP_OPTION_KEYS
+        attributes.update({key: reference[key] for key in REFERENCE_ONLY if key in reference})
         attributes.update(
             dashboard_url=reference.get("dashboard_url") or url,
             package_dir=reference.get("package_dir"),
