@@ -374,7 +374,7 @@ def _recorded_deps(records: dict[str, ResourceRecord], address: str) -> list[str
 
 def _describe(error: BaseException) -> str:
     if isinstance(error, ProviderError):
-        return str(error)
+        return f"{error}\n    {error.hint}" if error.hint else str(error)
     return f"{type(error).__name__}: {error}"
 
 

@@ -68,7 +68,7 @@ class RayNode(ResourceType):
             "then echo systemd; fi; echo '#'; basename \"$(readlink tmp/session_latest)\" 2>/dev/null"
         )
         try:
-            result = self._runner(attributes).run(script, timeout=30, check=False)
+            result = self._runner(address, attributes).run(script, timeout=30, check=False)
         except HostKeyMismatch:
             raise
         except ProviderError:
@@ -87,7 +87,7 @@ class RayNode(ResourceType):
     # -- create / update / delete ----------------------------------------------------------------
 
     def create(self, address: str, desired: dict[str, Any], token: str) -> LiveResource:
-        runner = self._runner(desired)
+        runner = self._runner(address, desired)
         directory = ray_dir(desired)
         existing = self._probe(address, desired)
         if existing is not None and existing.token == token:
@@ -112,7 +112,7 @@ class RayNode(ResourceType):
         return self._live(address, desired, token, session, supervisor)
 
     def update(self, address: str, prior: LiveResource, desired: dict[str, Any]) -> LiveResource:
-        runner = self._runner(desired)
+        runner = self._runner(address, desired)
         directory = ray_dir(desired)
         self._sync_packages(address, runner, desired)
         old_head = prior.attributes.get("head_address")
@@ -135,7 +135,7 @@ class RayNode(ResourceType):
         attributes = prior.attributes
         directory = shlex.quote(ray_dir(attributes))
         try:
-            runner = self._runner(attributes)
+            runner = self._runner(address, attributes)
             self.ctx.progress(address, "stopping Ray")
             runner.run(
                 f"if command -v systemctl >/dev/null && systemctl is-enabled --quiet {UNIT} "
@@ -160,8 +160,8 @@ class RayNode(ResourceType):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _runner(self, attributes: dict[str, Any]):
-        return runner_for(attributes["connection"])
+    def _runner(self, address: str, attributes: dict[str, Any]):
+        return runner_for(attributes["connection"], address)
 
     def _start_supervisor(self, address: str, runner, directory: str, script: str) -> str:
         quoted = shlex.quote(directory)

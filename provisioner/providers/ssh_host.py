@@ -108,7 +108,7 @@ class SSHHost(ResourceType):
         runner.run(f"rm -rf {shlex.quote(node_dir)}")
 
     def _runner(self, address: str, attributes: dict[str, Any], host_key: str | None):
-        return runner_for({**connection_of(attributes, host_key), "resource_address": address})
+        return runner_for(connection_of(attributes, host_key), address)
 
     def _ensure_ray(self, address: str, runner, desired: dict[str, Any]) -> None:
         python = shlex.quote(desired["python"])

@@ -12,9 +12,10 @@ from typing import Any, Mapping
 from provisioner.remote.runner import LocalRunner, Runner
 
 
-def runner_for(target: Mapping[str, Any] | None) -> Runner:
+def runner_for(target: Mapping[str, Any] | None, address: str | None = None) -> Runner:
+    """``address``: the resource acting, so errors can say what to do about it."""
     if not target:
         return LocalRunner()
     from provisioner.remote.ssh import runner_for_target
 
-    return runner_for_target(target)
+    return runner_for_target(target, resource_address=address)

@@ -191,34 +191,37 @@ def _load_key(target: SSHTarget, path: str, resource_address: str | None) -> par
 
 
 def _authenticate(transport: paramiko.Transport, target: SSHTarget,
-                  resource_address: str | None) -> list[str]:
+                  resource_address: str | None) -> None:
     """Log in with ``key_file`` only when given (deterministic); else like ``ssh``: the agent's
-    keys, then the default key files. Returns the key files tried, for the error message."""
+    keys, then the default key files (encrypted ones skipped: nothing here asks for passphrases)."""
     if target.key_file:
-        transport.auth_publickey(target.user, _load_key(target, target.key_file, resource_address))
-        return [target.key_file]
-    candidates: list[paramiko.PKey] = []
-    try:
-        candidates += list(paramiko.Agent().get_keys())
-    except paramiko.SSHException:
-        pass
-    tried = []
-    for path in DEFAULT_KEY_FILES:
-        if os.path.exists(os.path.expanduser(path)):
-            try:
-                candidates.append(paramiko.PKey.from_path(os.path.expanduser(path)))
-                tried.append(path)
-            except (OSError, TypeError, ValueError, paramiko.SSHException):
-                continue  # encrypted or unreadable default keys are skipped, as ssh -o BatchMode
-    last: Exception = paramiko.AuthenticationException("no keys")
+        candidates = [_load_key(target, target.key_file, resource_address)]
+    else:
+        candidates = []
+        try:
+            candidates += list(paramiko.Agent().get_keys())
+        except paramiko.SSHException:
+            pass
+        for path in DEFAULT_KEY_FILES:
+            if os.path.exists(os.path.expanduser(path)):
+                try:
+                    candidates.append(paramiko.PKey.from_path(os.path.expanduser(path)))
+                except (OSError, TypeError, ValueError, paramiko.SSHException):
+                    continue
+    last: Exception = paramiko.AuthenticationException("no usable key")
     for key in candidates:
         try:
             transport.auth_publickey(target.user, key)
-            return tried
         except paramiko.BadAuthenticationType:
             raise
         except paramiko.AuthenticationException as exc:
             last = exc
+            continue
+        if transport.is_authenticated():
+            return
+        # The server wants a second factor (AuthenticationMethods publickey,password).
+        last = paramiko.AuthenticationException("the server asks for more than a key")
+        break
     raise last
 
 

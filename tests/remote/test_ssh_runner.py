@@ -31,7 +31,7 @@ from provisioner.remote.ssh import (
     SSHTarget,
     scan_host_key,
 )
-from tests.remote.conftest import SSHServer, free_port, keygen
+from tests.remote.conftest import SSHServer, free_port, keygen, require_sshd
 
 
 @pytest.fixture
@@ -103,6 +103,24 @@ def test_known_hosts_entry_counts_as_recorded(sshd: SSHServer, pool: ConnectionP
     known.write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key_line}\n")
     runner = SSHRunner(target_for(sshd, host_key=None, known_hosts=str(known)), pool=pool)
     assert runner.run("echo ok").stdout == "ok\n"
+
+
+def test_recorded_key_type_is_asked_for_first(tmp_path: Path, pool: ConnectionPool) -> None:
+    # A host with several keys shows the one we ask for first; ask for the recorded one.
+    require_sshd()
+    server = SSHServer(tmp_path)
+    rsa = tmp_path / "ssh_host_rsa_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(rsa)], check=True)
+    server.config.write_text(server.config.read_text() + f"HostKey {rsa}\n")
+    server.start()
+    try:
+        rsa_line = " ".join(Path(f"{rsa}.pub").read_text().split()[:2])
+        assert scan_host_key(target_for(server)).type == "ssh-ed25519"
+        for recorded in (rsa_line, server.host_key_line):
+            runner = SSHRunner(target_for(server, host_key=recorded), pool=pool)
+            assert runner.run("echo ok").stdout == "ok\n"
+    finally:
+        server.stop()
 
 
 # --- run ------------------------------------------------------------------------------------
