@@ -23,7 +23,6 @@ from pathlib import Path
 from benchlib import (
     REPO,
     BenchError,
-    Timing,
     exit_cleanly_on_sigterm,
     executable,
     machine_header,
@@ -220,6 +219,12 @@ def cleanup_ray(provisioner: str, spec_dir: Path, variables: list[str], workdir:
                     timeout=300)
     if destroyed.code == 0:
         print(f"destroy: {destroyed.seconds:.1f} s")
+        return True
+    if not (spec_dir / ".provisioner" / "state.json").exists():
+        # Apply records every resource in state before creating it (the journal), so with no
+        # state file nothing was created and there is nothing to keep the temp dir for.
+        print(f"destroy exited {destroyed.code}, but no state was ever written: nothing to clean up",
+              file=sys.stderr)
         return True
     print(f"\nCLEANUP FAILED: provisioner destroy exited {destroyed.code}; the Ray head may still "
           f"run. Finish by hand:\n  cd {spec_dir} && {provisioner} destroy --auto-approve "

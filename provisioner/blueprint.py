@@ -28,6 +28,9 @@ from provisioner.providers import RESOURCE_TYPES
 from provisioner.resources import Resource, is_address, type_of
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @dataclass
 class Blueprint:
     """What the spec asks for: resources (with references) and outputs."""
@@ -67,7 +70,8 @@ def expand(loaded) -> Blueprint:
     rendered = _render(directory, template_name, _context(loaded))
     source = str(directory / template_name)
     try:
-        data = yaml.safe_load(rendered) or {}
+        # libyaml's parser: a module for 1,000 resources renders ~100k lines of YAML.
+        data = yaml.load(rendered, Loader=_LOADER) or {}
     except yaml.YAMLError as exc:
         raise SpecError(f"module rendered invalid YAML: {exc}", source=source) from None
     resources = _parse_resources(data.get("resources") or [], source)

@@ -110,7 +110,7 @@ class Applier:
         if self.blueprint is not None and not self.plan.destroy:
             result.outputs = self._record_outputs()
         elif self.plan.destroy and self.session.document.outputs:
-            self.session.update(lambda doc: doc.outputs.clear())
+            self.session.update(lambda doc: setattr(doc, "outputs", {}))
         result.elapsed_s = time.monotonic() - started
         return result
 
@@ -317,7 +317,8 @@ class Applier:
                 if item.kind == "deleted":
                     doc.resources.pop(item.address, None)
                 elif item.after is not None:
-                    doc.resources[item.address].attributes = item.after
+                    doc.resources[item.address] = doc.resources[item.address].model_copy(
+                        update={"attributes": item.after})
 
         self.session.update(accept)
 
@@ -364,7 +365,7 @@ class Applier:
 
 def _taint(doc: StateDocument, address: str) -> None:
     if address in doc.resources:
-        doc.resources[address].status = "tainted"
+        doc.resources[address] = doc.resources[address].model_copy(update={"status": "tainted"})
 
 
 def _recorded_deps(records: dict[str, ResourceRecord], address: str) -> list[str]:
@@ -408,7 +409,8 @@ def resolve_pending(session, providers: Providers, emit: Emit) -> int:
                 doc.resources.pop(entry.address, None)
                 outcome = "removed from state (it is gone)"
             elif entry.action == "update" and found is not None and entry.address in doc.resources:
-                doc.resources[entry.address].attributes = found.attributes
+                doc.resources[entry.address] = doc.resources[entry.address].model_copy(
+                    update={"attributes": found.attributes})
                 outcome = "refreshed"
             else:
                 outcome = "cleared (nothing to adopt)"

@@ -66,10 +66,19 @@ class StateDocument(_Model):
         return cls(lineage=str(uuid.uuid4()))
 
     def successor(self) -> "StateDocument":
-        """A deep copy with the serial bumped: what the next write will store."""
-        doc = self.model_copy(deep=True)
-        doc.serial = self.serial + 1
-        return doc
+        """The next document: the serial bumped, the containers copied, the records shared.
+
+        Copying only the containers keeps a change O(1) in the size of the state (a deep copy
+        per change made a 2,000-resource apply quadratic). The rule that makes sharing safe:
+        a change REPLACES a record (``record.model_copy(update=...)``), it never mutates one.
+        """
+        return self.model_copy(update={
+            "serial": self.serial + 1,
+            "resources": dict(self.resources),
+            "outputs": dict(self.outputs),
+            "pending": list(self.pending),
+            "history": dict(self.history),
+        })
 
 
 def to_bytes(doc: StateDocument) -> bytes:

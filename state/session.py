@@ -266,14 +266,16 @@ class StateSession:
         self._check_lock()
 
     def _apply(self, change: Callable[[StateDocument], None]) -> StateDocument:
-        # Changes are made on a copy so that one that raises half way leaves nothing behind.
+        # Changes are made on a copy of the containers (records are shared and replaced, never
+        # mutated; see StateDocument.successor), so one that raises half way leaves nothing.
         base = self._pending
         if base is None:
             latest = self._inflight or self._persisted
             assert latest is not None
             candidate = latest.successor()
         else:
-            candidate = base.model_copy(deep=True)
+            candidate = base.successor()
+            candidate.serial = base.serial
         serial, lineage = candidate.serial, candidate.lineage
         change(candidate)
         if (candidate.serial, candidate.lineage) != (serial, lineage):

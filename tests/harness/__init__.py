@@ -41,11 +41,13 @@ CLI (from the repository root)::
     python -m tests.harness restart head [--fresh-host-key]
     python -m tests.harness info | down
 
-What is private to a host: network (own loopback too), process table, hostname, /tmp, /run,
-/var/lib/provisioner (list configurable) and /etc/hosts (names of all hosts). Everything else
-of this machine's filesystem is shared (Python, Ray, haproxy, /root, /dev/shm), as on VMs made
-from one image. Hosts reach each other and this machine's bridge address (``info.gateway``),
-nothing else: forwarding is off on the bridge.
+What is private to a host: network (its own loopback too), process table, hostname, /tmp,
+/run, /var/lib/provisioner (the list is the ``private_dirs`` option), /etc/hostname,
+/etc/hosts (every host's name, so hosts resolve each other and themselves) and
+/etc/resolv.conf (no DNS server: other names fail at once instead of timing out).
+Everything else of this machine's filesystem is shared (Python, Ray, haproxy, /root, /dev/shm),
+as on VMs made from one image. Hosts reach each other and this machine's bridge address
+(``info.gateway``), nothing else: IPv4 forwarding is off on the bridge.
 """
 
 from tests.harness.hosts import DEFAULT_PRIVATE_DIRS, Harness, stop_spawned

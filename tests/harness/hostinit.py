@@ -7,8 +7,9 @@ so it runs in the host's network namespace and in fresh PID, mount and UTS names
 
 1. sets the hostname (the UTS namespace is the host's own);
 2. bind-mounts the host's per-host directories over the private paths (/tmp, /run,
-   /var/lib/provisioner, ...) and the harness's hosts file over /etc/hosts. The mount namespace
-   is private, so nobody outside sees these mounts, and they vanish with the host;
+   /var/lib/provisioner, ...) and the harness's files over /etc/hosts, /etc/resolv.conf and
+   /etc/hostname. The mount namespace is private, so nobody outside sees these mounts; they
+   vanish with the host;
 3. runs sshd in the foreground and restarts it if it exits, as systemd would on a VM;
 4. reaps every orphan, forever: as PID 1 of its namespace it inherits every daemonised process
    of the host (Ray, haproxy) whose parent exits.
@@ -34,6 +35,10 @@ def log(message):
 
 def mount_private(binds):
     for source, target in binds:
+        target = os.path.realpath(target)  # /etc/resolv.conf may be a symlink into /run
+        if not os.path.exists(target):  # e.g. that symlink's target, in the now empty /run
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "a").close()
         # --bind of a per-host directory (or file): private because the namespace is.
         subprocess.run(["mount", "--bind", source, target], check=True)
 

@@ -6,8 +6,8 @@ are per-host directories under the harness root, bind-mounted inside the host on
 
     /var/lib/<prefix>-harness/
         harness.json                 what is up (Record): read by down/kill/info of any process
-        id_ed25519[.pub], authorized_keys, known_hosts, etc_hosts
-        hosts/<name>/                host key, sshd_config, init.json, console.log
+        id_ed25519[.pub], authorized_keys, known_hosts, etc_hosts, resolv.conf
+        hosts/<name>/                host key, sshd_config, init.json, hostname, console.log
         hosts/<name>/fs/tmp, fs/run, fs/var_lib_provisioner     the host's private dirs
 
 Everything else of this machine's filesystem is shared, as on VMs made from one image.
@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -132,8 +131,9 @@ class Harness:
 
     def spawn(self, name: str, command: str | Sequence[str], *, log: str | Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start ``command`` in the host and return at once. The process dies with the host;
-        the caller owns the returned Popen (``wait()`` it, or stop it with ``stop_spawned``)."""
+        """Start ``command`` in the host and return at once; its output goes to ``log`` (a path
+        on this machine) or nowhere. The process dies with the host; the caller owns the
+        returned Popen (``wait()`` it after a kill, or stop it with ``stop_spawned``)."""
         output = open(log, "ab") if log else subprocess.DEVNULL
         try:
             return self._popen(name, command, env=env, stdin=subprocess.DEVNULL,
@@ -214,6 +214,7 @@ class Harness:
         """Start the host's init; returns its waiting ``unshare`` parent (exits with the host)."""
         host_dir = self.root / "hosts" / name
         binds = self._fresh_private_dirs(host_dir)
+        (host_dir / "hostname").write_text(name + "\n")
         sshd.ensure_host_key(host_dir, fresh=fresh_host_key)
         config = sshd.write_config(host_dir, address=address, root=self.root,
                                    session_path=self.session_path)
@@ -221,7 +222,9 @@ class Harness:
         init_config = host_dir / "init.json"
         init_config.write_text(json.dumps({
             "hostname": name,
-            "binds": binds + [[str(self.root / "etc_hosts"), "/etc/hosts"]],
+            "binds": binds + [[str(self.root / "etc_hosts"), "/etc/hosts"],
+                              [str(self.root / "resolv.conf"), "/etc/resolv.conf"],
+                              [str(host_dir / "hostname"), "/etc/hostname"]],
             # sshd's privilege separation dir, and /run/lock which tools expect in a fresh /run.
             "run_dirs": [["/run/sshd", 0o755], ["/run/lock", 0o1777]],
             "sshd": [self.sshd_path, "-D", "-e", "-f", str(config)],
@@ -248,7 +251,7 @@ class Harness:
             source = host_dir / "fs" / path.strip("/").replace("/", "_")
             shutil.rmtree(source, ignore_errors=True)
             source.mkdir(parents=True)
-            # /tmp-like dirs keep their sticky world-writable mode; others root-only 0755.
+            # The machine's mode, so /tmp stays sticky and world-writable inside the host.
             source.chmod(os.stat(path).st_mode & 0o7777 if os.path.isdir(path) else 0o755)
             binds.append([str(source), path])
         return binds
@@ -314,6 +317,12 @@ class Harness:
         lines += [f"{address} {name}" for name, address in hosts.items()]
         with open(self.root / "etc_hosts", "w") as handle:
             handle.write("\n".join(lines) + "\n")
+        # No DNS server on the hosts' network: a name that is not in /etc/hosts (or an IPv6
+        # lookup of one that is) must fail at once, not after resolv.conf's 2 x 5 s timeouts.
+        # Port 53 on the host's own loopback refuses immediately.
+        (self.root / "resolv.conf").write_text(
+            "# test harness hosts: no DNS; names come from /etc/hosts\n"
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
 
     def _make_mountpoints(self, already: list[str]) -> list[str]:
         """Create missing mount points (e.g. /var/lib/provisioner) on this machine; they are
@@ -361,6 +370,9 @@ class Harness:
         try:
             yield
         finally:
+            if not self._record_path.exists():
+                # Nothing is up (e.g. `kill` on a harness that is down): leave no empty root.
+                shutil.rmtree(self.root, ignore_errors=True)
             os.close(fd)
 
 
@@ -377,6 +389,9 @@ def _kill_group(process: subprocess.Popen, timeout: float = 5.0) -> None:
     except ProcessLookupError:
         pass
     process.wait(timeout)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream:  # not read to the end: a process that left the group may still hold it
+            stream.close()
 
 
 def _check_names(names: Sequence[str]) -> list[str]:

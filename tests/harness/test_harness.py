@@ -74,12 +74,18 @@ def test_each_host_has_its_own_address_and_hostname(hosts):
     assert [(h.name, h.address) for h in info.hosts] == [
         ("a", f"{SUBNET}.10"), ("b", f"{SUBNET}.11"), ("c", f"{SUBNET}.12")]
     for host in info.hosts:
-        done = harness.exec(host.name, "hostname; ip -4 -o addr show dev eth0; ip route",
+        done = harness.exec(host.name, "hostname; ip -4 -o addr show dev eth0; ip route; "
+                                       "cat /etc/hostname; getent hosts $(hostname)",
                             check=True)
         lines = done.stdout.splitlines()
         assert lines[0] == host.name
+        assert f"\n{host.name}\n{host.address} " in done.stdout  # /etc/hostname, /etc/hosts
         assert f"inet {host.address}/24" in lines[1]
         assert f"default via {SUBNET}.1" in done.stdout
+    # No DNS server: unknown names fail at once instead of after resolv.conf's timeouts.
+    started = time.monotonic()
+    assert harness.exec("a", "getent hosts no-such-host.invalid").returncode == 2
+    assert time.monotonic() - started < 3
     # Nothing a host sends is routed beyond this machine.
     assert Path(f"/proc/sys/net/ipv4/conf/{PREFIX}br0/forwarding").read_text().strip() == "0"
 
@@ -248,3 +254,19 @@ print(json.dumps(out))
     assert out["down"] == [0, ""]
     assert_nothing_left(Harness("prvk", "10.237.3"))
     assert out["all_reaped"], "a process of the CLI's hosts outlived `down`"
+
+
+def test_without_root_hosts_are_skipped_outside_ci_and_fail_under_ci(monkeypatch):
+    from tests.harness import fixtures
+
+    monkeypatch.setattr(fixtures.os, "geteuid", lambda: 1000)
+    fixtures._host_problem.cache_clear()
+    try:
+        monkeypatch.delenv("CI", raising=False)
+        with pytest.raises(pytest.skip.Exception, match="not running as root"):
+            fixtures.require_root_and_netns()
+        monkeypatch.setenv("CI", "true")
+        with pytest.raises(pytest.fail.Exception, match="required under CI"):
+            fixtures.require_root_and_netns()
+    finally:
+        fixtures._host_problem.cache_clear()  # the real answer for the tests that follow
