@@ -22,8 +22,9 @@ no ``show startup-logs``), while the foreground master writes ``[ALERT] ... cann
 and ``Loading failure!`` to the log, where :meth:`HAProxyLB.update` reads them.
 
 A change of config is a reload, never a restart: the new config is checked (``haproxy -c``),
-swapped in, the health states are saved (``show servers state`` -> ``server-state``) and the
-master is told to ``reload``; its new worker takes the listening sockets over from the old one
+swapped in, the health states of the servers that stay are saved (``show servers state`` ->
+``server-state``, see :func:`~provisioner.providers.haproxy_readers.carry_server_states`) and
+the master is told to ``reload``; its new worker takes the listening sockets over from the old one
 (``expose-fd listeners``), so no connection is refused, and the old worker finishes what it
 serves. A reload that fails leaves the old worker serving the old config (HAProxy's own
 behaviour) and the old file is put back. An unchanged config (same digest) is not reloaded.
@@ -96,14 +97,20 @@ def master(d, pid=None):
         pass
     if pid is None:
         return None, False
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            args = f.read().decode(errors="replace").split("\0")
-    except (OSError, IndexError):
-        return pid, False
-    return pid, state not in ("Z", "X") and d + "/haproxy.cfg" in args
+    for _ in range(10):  # a master re-executing itself can show a torn command line
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except (OSError, IndexError):
+            return pid, False
+        if state in ("Z", "X"):
+            return pid, False
+        if d + "/haproxy.cfg" in args:
+            return pid, True
+        time.sleep(0.02)
+    return pid, False
 
 def running(pid):
     try:
@@ -191,8 +198,7 @@ elif op == "stop":
         while time.time() < deadline and master(d)[1]:
             time.sleep(0.05)
         alive = master(d)[1]
-    left = ours(d)
-    for leftover in left:
+    for leftover in ours(d):
         try:
             os.kill(leftover, signal.SIGKILL)
         except OSError:
@@ -200,8 +206,7 @@ elif op == "stop":
     deadline = time.time() + 5.0
     while time.time() < deadline and ours(d):
         time.sleep(0.05)
-    print(json.dumps({"pid": pid, "was_running": was_running, "killed": left,
-                      "left": ours(d)}))
+    print(json.dumps({"pid": pid, "was_running": was_running, "left": ours(d)}))
 '''
 
 
@@ -297,7 +302,7 @@ def check_desired(address: str, desired: Mapping[str, Any]) -> Config:
     bind_address = "0.0.0.0" if bind_address is None else str(bind_address)
     if bind_address and not _NO_SPACE.match(bind_address):
         raise ProviderError(f"bind_address {bind_address!r} is not an address", address=address)
-    backends = desired["backends"] if desired["backends"] != "" else []
+    backends = desired["backends"]
     if not isinstance(backends, (list, tuple)):
         raise ProviderError("backends must be a list of {name, address, port}", address=address)
     checked: dict[str, dict[str, Any]] = {}
@@ -352,8 +357,9 @@ def render(address: str, config: Config) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_path("templates"))),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.get_template(TEMPLATE).render(
-        address=address, dir=Layout.of(config.node_dir, config.name).dir, bind_address=config.bind_address,
-        listen_port=config.listen_port, health=config.health, backends=config.backends)
+        address=address, dir=Layout.of(config.node_dir, config.name).dir,
+        bind_address=config.bind_address, listen_port=config.listen_port, health=config.health,
+        backends=config.backends)
 
 
 def digest(text: str) -> str:
@@ -376,7 +382,6 @@ def _target_key(target: Any) -> str:
     return json.dumps(target or None, sort_keys=True, default=str)
 
 
-
 class HAProxyLB(ResourceType):
     """One HAProxy on one machine. See :mod:`provisioner.providers.base` for the contract and
     this module's docstring for the attributes and the files it keeps."""
@@ -395,7 +400,7 @@ class HAProxyLB(ResourceType):
     def list(self, scope: ListScope) -> list[LiveResource]:
         groups: dict[str, tuple[Any, set[str]]] = {}
         for known in scope.known:
-            try:
+            try:  # (the name does not matter here: every directory under node_dir is read)
                 target, _, node_dir = placement(known.address, {**known.attributes, "name": "x"})
             except ProviderError:
                 continue  # unresolved references (planned, not made yet): nothing to look at
@@ -405,7 +410,8 @@ class HAProxyLB(ResourceType):
         found: dict[str, LiveResource] = {}
         for target, node_dirs in groups.values():
             runner = self._runner(target)
-            dirs = " ".join(shlex.quote(node_dir) + "/haproxy/*/" for node_dir in sorted(node_dirs))
+            dirs = " ".join(shlex.quote(node_dir) + "/haproxy/*/"
+                            for node_dir in sorted(node_dirs))
             # One command per machine: every marker under every node_dir, with liveness.
             result = runner.run("command -v python3 >/dev/null || exit 0; "
                                 f"{_helper('inventory')} {dirs}", timeout=60)
@@ -595,7 +601,12 @@ class HAProxyLB(ResourceType):
                                    f"{config.listen_port}")
         # Foreground master-worker in a session of its own (see the module docstring); `$!` is
         # the master itself, as setsid execs HAProxy without forking in a background job.
+        # Without `maxconn`, HAProxy sizes itself from the fd limit (strict-limits makes a
+        # larger maxconn than the limit allows fatal): raise the soft limit towards the hard one,
+        # up to 65536 (about 32k connections), or a 1024 default would cap it near 500.
         started = runner.run(
+            'h=$(ulimit -Hn); { [ "$h" = unlimited ] || [ "$h" -gt 65536 ]; } && h=65536; '
+            's=$(ulimit -n); [ "$s" != unlimited ] && [ "$s" -lt "$h" ] && ulimit -n "$h"; '
             f"cd {q(layout.dir)} && rm -f {q(layout.pid)} && {{ setsid {q(haproxy)} -W "
             f"-S {q(layout.master)},mode,600 -p {q(layout.pid)} -f {q(layout.cfg)} "
             f"</dev/null >>{q(layout.log)} 2>&1 & }} && echo $!", timeout=30)
@@ -608,7 +619,8 @@ class HAProxyLB(ResourceType):
                 self.ctx.progress(address, f"HAProxy serving (master {proc.master_pid})")
                 return proc.master_pid
             if not probe["running"] or time.monotonic() > deadline:
-                why = "exited" if not probe["running"] else f"did not serve in {START_TIMEOUT_S:g}s"
+                why = ("exited" if not probe["running"] else
+                       f"did not serve in {START_TIMEOUT_S:g}s")
                 lines = readers.alerts(probe["log"]) or \
                     tuple(probe["log"].strip().splitlines()[-5:])
                 raise ProviderError(f"HAProxy {why}:\n    " + "\n    ".join(lines),
@@ -617,38 +629,54 @@ class HAProxyLB(ResourceType):
 
     def _reload(self, runner: Runner, layout: Layout, config: Config, address: str) -> None:
         """Swap the checked config in and reload; on any failure put the old file back (the
-        old worker keeps serving it) and raise."""
+        old worker keeps serving it: HAProxy's master keeps it when the new one fails) and
+        raise."""
         q = shlex.quote
         before = _proc(self._probe(runner, layout, config, 0))
         if before is None:
             raise ProviderError(f"HAProxy's master CLI ({layout.master}) does not answer",
-                                address=address)
-        state_tmp = layout.state + ".tmp"
+                                address=address, hint=f"see {layout.log} on {runner.host}")
         self.ctx.progress(address, "reloading HAProxy with the new config")
-        swapped = runner.run(
-            f"set -e; cp -f {q(layout.cfg)} {q(layout.prev)}; mv -f {q(layout.new)} "
-            f"{q(layout.cfg)}; "
-            # health states for the new worker (see server-state-file in the template)
-            f"if {_helper('cli', layout.stats, 'show servers state')} >{q(state_tmp)}; then "
-            f"mv -f {q(state_tmp)} {q(layout.state)}; else rm -f {q(state_tmp)}; fi; "
-            f"wc -c <{q(layout.log)} 2>/dev/null || echo 0; "
-            f"{_helper('reload', layout.master)}", timeout=60)
-        offset = int(swapped.stdout.split()[0])
+        runner.run(f"cp -f {q(layout.cfg)} {q(layout.prev)} && "
+                   f"mv -f {q(layout.new)} {q(layout.cfg)}", timeout=30)
+        try:
+            offset = self._send_reload(runner, layout, config, address)
+            self._await_reload(runner, layout, config, address, offset, before)
+        except BaseException:
+            runner.run(f"mv -f {q(layout.prev)} {q(layout.cfg)}", check=False)
+            raise
+        runner.run(f"rm -f {q(layout.prev)}", check=False)
+
+    def _send_reload(self, runner: Runner, layout: Layout, config: Config, address: str) -> int:
+        """Save the health states the new worker starts from (see server-state-file in the
+        template), then ask the master to reload; return where the master's log stood."""
+        q = shlex.quote
+        dump = runner.run(_helper("cli", layout.stats, "show servers state"), check=False)
+        carried = readers.carry_server_states(dump.stdout, config.backends) \
+            if dump.exit_code == 0 else ""
+        if carried:
+            self._put(runner, layout.state, carried.encode(), address)
+        else:
+            runner.run(f"rm -f {q(layout.state)}")
+        sent = runner.run(f"wc -c <{q(layout.log)} 2>/dev/null || echo 0; "
+                          f"{_helper('reload', layout.master)}", timeout=60)
+        return int(sent.stdout.split()[0])
+
+    def _await_reload(self, runner: Runner, layout: Layout, config: Config, address: str,
+                      offset: int, before: readers.ProcTable) -> None:
         deadline = time.monotonic() + RELOAD_TIMEOUT_S
         while True:
-            probe = self._probe(runner, layout, config, offset)
+            probe = self._probe(runner, layout, config, offset, before.master_pid)
             outcome = readers.load_outcome(probe["log"])
             proc = _proc(probe)
             if outcome.ok and proc is not None and probe["accepts"] and \
                     set(proc.worker_pids) - set(before.worker_pids):
                 self.ctx.progress(address, f"reloaded: worker {proc.worker_pids} serves, "
                                            f"{len(proc.old_workers)} old worker(s) finishing")
-                runner.run(f"rm -f {q(layout.prev)}", check=False)
                 return
-            if outcome.ok is False or not probe["alive"] or time.monotonic() > deadline:
-                runner.run(f"mv -f {q(layout.prev)} {q(layout.cfg)}", check=False)
+            if outcome.ok is False or not probe["running"] or time.monotonic() > deadline:
                 why = ("\n    ".join(outcome.alerts) if outcome.alerts else
-                       "the master exited" if not probe["alive"] else
+                       "the master exited" if not probe["running"] else
                        f"no new worker after {RELOAD_TIMEOUT_S:g}s")
                 raise ProviderError(
                     "HAProxy refused the new config at reload; the previous config still "

@@ -17,6 +17,8 @@ outputs recorded from a real HAProxy 2.6.12 (``tests/haproxy/fixtures/``).
 
 - the master's log (its stderr, ``haproxy.log``): each load ends with ``Loading success.`` or
   ``Loading failure!``; the reason of a failure is in the ``[ALERT]`` lines before it.
+- ``show servers state`` (stats socket): a version line ``1``, a ``# be_id be_name ...`` header,
+  then one space-separated line per server: what the next worker starts from after a reload.
 - the helper's ``inventory``: one JSON object per line, one per resource directory.
 """
 
@@ -26,7 +28,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 BACKEND = "serve_proxies"
 LOAD_SUCCESS = "Loading success."
@@ -42,7 +44,7 @@ class ServerHealth:
     status: str  # UP, DOWN, MAINT, "UP 1/2" (going down), "DOWN 1/2" (going up), no check ...
     check_status: str  # L7OK, L7STS (bad status), L4CON (refused), L4TOUT, ...
     check_code: int | None
-    check_desc: str
+    check_desc: str  # "Layer7 wrong status: Service Unavailable"
     last_change_s: int | None
     current_sessions: int
     total_sessions: int
@@ -83,7 +85,8 @@ def parse_show_stat(text: str, backend: str = BACKEND) -> list[ServerHealth]:
             status=row.get("status") or "",
             check_status=(row.get("check_status") or "").lstrip("* "),
             check_code=_int(row.get("check_code")),
-            check_desc=row.get("last_chk") or row.get("check_desc") or "",
+            check_desc=": ".join(part for part in (row.get("check_desc"), row.get("last_chk"))
+                                  if part),
             last_change_s=_int(row.get("lastchg")),
             current_sessions=_int(row.get("scur")) or 0,
             total_sessions=_int(row.get("stot")) or 0,
@@ -171,6 +174,30 @@ def alerts(output: str) -> tuple[str, ...]:
             head, sep, rest = line.partition(") : ")
             found.append(f"[ALERT] {rest.strip()}" if sep else line.strip())
     return tuple(found)
+
+
+def carry_server_states(dump: str, backends: Sequence[Mapping[str, Any]],
+                        backend: str = BACKEND) -> str:
+    """The lines of a ``show servers state`` dump the next worker may start from: only servers
+    that keep their name, address and port in the new config. HAProxy 2.6 applies a saved
+    ``srv_port`` over the config's port (measured: a server moved from port A to port B kept
+    sending to A after a reload), so a server whose address or port changed must start afresh.
+    """
+    lines = dump.splitlines()
+    if len(lines) < 2 or lines[0].strip() != "1" or not lines[1].startswith("# be_id "):
+        return ""
+    columns = lines[1][2:].split()
+    wanted = {str(b["name"]): (str(b["address"]), str(b["port"])) for b in backends}
+    kept = [lines[0], lines[1]]
+    for line in lines[2:]:
+        row = dict(zip(columns, line.split()))
+        place = wanted.get(row.get("srv_name", ""))
+        if row.get("be_name") != backend or place is None:
+            continue
+        address, port = place
+        if address in (row.get("srv_addr"), row.get("srv_fqdn")) and port == row.get("srv_port"):
+            kept.append(line)
+    return "\n".join(kept) + "\n"
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 class Backend:
     """A Serve proxy look-alike: ``/-/healthz`` answers 200 (or 503 when draining), ``/hello``
-    answers the backend's name, ``/slow`` does too after ``slow_s``. HTTP/1.1 keep-alive with a 90 s idle timeout, like Serve's
-    uvicorn (keep_alive_timeout_s)."""
+    answers the backend's name, ``/slow`` does too after ``slow_s``. HTTP/1.1 keep-alive with
+    a 90 s idle timeout, like Serve's uvicorn (keep_alive_timeout_s)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
