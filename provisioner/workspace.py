@@ -12,10 +12,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from provisioner.blueprint import Blueprint, expand
-from provisioner.errors import PlanError
+from provisioner.errors import PlanError, ProviderError
 from provisioner.events import Emit, make_event
 from provisioner.plan import Action, Plan, check_fresh, digest
 from provisioner.planner import PlanOptions, TypeInfo, make_plan
@@ -104,8 +104,11 @@ class Workspace(StateLocation):
         refresh: bool = True,
     ) -> Plan:
         blueprint = None if options.destroy else self.blueprint
-        live = refresh_live(document, blueprint, providers, self.emit) if refresh else None
-        facts = read_facts(document, blueprint, providers) if blueprint else {}
+        rebuilding = self._rebuilding(options.replace)
+        live = (refresh_live(document, blueprint, providers, self.emit, rebuilding)
+                if refresh else None)
+        facts = (read_facts(document, blueprint, providers, self.emit, rebuilding, live)
+                 if blueprint else {})
         plan = make_plan(
             blueprint=blueprint,
             document=document,
@@ -118,6 +121,12 @@ class Workspace(StateLocation):
             facts=facts,
         )
         return plan
+
+    def _rebuilding(self, replace: list[str]) -> frozenset[str]:
+        found = set(replace)
+        for address in replace:
+            found |= self.blueprint.graph.transitive_dependents(address)
+        return frozenset(found)
 
     def check_saved_plan(self, plan: Plan, document: StateDocument, state_exists: bool,
                          state_desc: str) -> None:
@@ -159,6 +168,7 @@ def refresh_live(
     blueprint: Blueprint | None,
     providers: Providers,
     emit: Emit,
+    rebuilding: frozenset[str] = frozenset(),
 ) -> dict[str, LiveResource]:
     """List every type of the state and the spec once (types in parallel)."""
     known: dict[str, list[KnownResource]] = {}
@@ -176,7 +186,7 @@ def refresh_live(
     owner = providers.ctx.owner
 
     def list_type(type_name: str) -> list[LiveResource]:
-        return providers.get(type_name).list(ListScope(owner, known[type_name]))
+        return providers.get(type_name).list(ListScope(owner, known[type_name], rebuilding))
 
     live: dict[str, LiveResource] = {}
     with ThreadPoolExecutor(max_workers=min(8, len(known))) as pool:
@@ -188,21 +198,41 @@ def refresh_live(
     return live
 
 
-def read_facts(document: StateDocument, blueprint: Blueprint,
-               providers: Providers) -> dict[str, dict[str, Any]]:
-    """Plan-time facts of the resources to be created whose type reads some (in parallel).
-    Only resources without references qualify: their desired attributes are known now."""
+def read_facts(
+    document: StateDocument,
+    blueprint: Blueprint,
+    providers: Providers,
+    emit: Emit,
+    rebuilding: frozenset[str] = frozenset(),
+    live: Mapping[str, LiveResource] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Plan-time facts of the resources the plan will create, whose type reads some (in
+    parallel). Only resources without references qualify: their desired attributes are known
+    now. One that cannot be read is left without facts (its create then fails and says why)."""
+    records = document.resources
+
+    def will_create(address: str) -> bool:
+        record = records.get(address)
+        return (record is None or record.status == "tainted" or address in rebuilding
+                or (live is not None and address not in live))
+
     wanted = [
         resource for address, resource in blueprint.resources.items()
-        if (address not in document.resources or document.resources[address].status == "tainted")
-        and resource_type_class(resource.type).plan_facts and not resource.references()
+        if will_create(address) and resource_type_class(resource.type).plan_facts
+        and not resource.references()
     ]
     if not wanted:
         return {}
 
     def read(resource) -> tuple[str, dict[str, Any]]:
         provider = providers.get(resource.type)
-        return resource.address, provider.read_facts(resource.address, dict(resource.attributes))
+        try:
+            return resource.address, provider.read_facts(resource.address,
+                                                         dict(resource.attributes))
+        except ProviderError as error:
+            emit(make_event("facts_unavailable", f"{resource.address}: {error}",
+                            address=resource.address, level="warn"))
+            return resource.address, {}
 
     with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
         return dict(pool.map(read, wanted))

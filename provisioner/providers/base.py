@@ -72,8 +72,12 @@ class KnownResource:
 
 @dataclass(frozen=True)
 class ListScope:
+    """``rebuilding``: addresses the user asked to replace (and what depends on them). A type
+    may skip verifying their identity, e.g. a changed SSH host key, since they are rebuilt."""
+
     owner: Owner
     known: Sequence[KnownResource] = ()
+    rebuilding: frozenset[str] = frozenset()
 
 
 @dataclass

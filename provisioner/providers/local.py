@@ -285,7 +285,10 @@ class LocalRayHead(ResourceType):
     def _start(self, address: str, temp_dir: Path, record: dict[str, Any]) -> None:
         command = self._command(temp_dir, record["attributes"])
         self.ctx.progress(address, f"starting Ray head in {temp_dir}")
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # Ray >= 2.52 turns token auth on by itself when ~/.ray/auth_token exists (any earlier
+        # ray.init() writes one), which would lock us out of our own dashboard; say which mode.
+        # https://docs.ray.io/en/latest/ray-security/token-auth.html
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         started = time.monotonic()
         with open(temp_dir / START_LOG, "wb") as log:
             # A new session gives the daemons a process group of their own (recorded so that

@@ -28,6 +28,7 @@ from provisioner.templates import render
 
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 45.0
+DRAIN_S = 60.0
 UNIT = "provisioner-ray.service"
 
 
@@ -53,10 +54,12 @@ class RayNode(ResourceType):
         if not known:
             return []
         with ThreadPoolExecutor(max_workers=min(16, len(known))) as pool:
-            found = pool.map(lambda k: self._probe(k.address, dict(k.attributes)), known)
+            found = pool.map(lambda k: self._probe(k.address, dict(k.attributes),
+                                                   k.address in scope.rebuilding), known)
         return [item for item in found if item is not None]
 
-    def _probe(self, address: str, attributes: dict[str, Any]) -> LiveResource | None:
+    def _probe(self, address: str, attributes: dict[str, Any],
+               rebuilding: bool = False) -> LiveResource | None:
         from provisioner.remote.ssh import HostKeyMismatch
 
         directory = shlex.quote(ray_dir(attributes))
@@ -70,6 +73,8 @@ class RayNode(ResourceType):
         try:
             result = self._runner(address, attributes).run(script, timeout=30, check=False)
         except HostKeyMismatch:
+            if rebuilding:
+                return None  # its host is being rebuilt with a new key: this node goes too
             raise
         except ProviderError:
             return None  # host unreachable: the node is gone for the plan's purposes
@@ -93,7 +98,10 @@ class RayNode(ResourceType):
         if existing is not None and existing.token == token:
             return existing
         self.ctx.progress(address, "writing the supervisor")
-        runner.run(f"mkdir -p {shlex.quote(directory)}/packages && rm -rf {shlex.quote(directory)}/tmp")
+        # A supervisor left from an earlier life of this node (an interrupted create, a replace)
+        # must not run beside the new one.
+        runner.run(_stop_script(desired) + f"; mkdir -p {shlex.quote(directory)}/packages && "
+                   f"rm -rf {shlex.quote(directory)}/tmp", timeout=STOP_TIMEOUT_S + 60)
         owner = {"lineage": self.ctx.owner.lineage, "address": address, "token": token,
                  "attributes": _desired_only(desired)}
         runner.put(f"{directory}/owner.json", json.dumps(owner).encode(), mode=0o600)
@@ -136,21 +144,11 @@ class RayNode(ResourceType):
         directory = shlex.quote(ray_dir(attributes))
         try:
             runner = self._runner(address, attributes)
+            if attributes.get("role") == "worker" and attributes.get("head_address"):
+                self._drain(address, runner, attributes)
             self.ctx.progress(address, "stopping Ray")
-            runner.run(
-                f"if command -v systemctl >/dev/null && systemctl is-enabled --quiet {UNIT} "
-                f"2>/dev/null; then systemctl disable --now {UNIT}; "
-                f"rm -f /etc/systemd/system/{UNIT}; systemctl daemon-reload; fi; "
-                f"pid=$(cat {directory}/supervisor.pid 2>/dev/null); "
-                "[ -n \"$pid\" ] && kill -TERM \"$pid\" 2>/dev/null; "
-                f"for i in $(seq {int(STOP_TIMEOUT_S)}); do "
-                "kill -0 \"$pid\" 2>/dev/null || break; sleep 1; done; "
-                "[ -n \"$pid\" ] && kill -KILL \"$pid\" 2>/dev/null; "
-                f"{shlex.quote(attributes['python'])} -m ray.scripts.scripts stop --force "
-                ">/dev/null 2>&1; "
-                f"rm -rf {directory}",
-                timeout=STOP_TIMEOUT_S + 60,
-            )
+            runner.run(_stop_script(attributes) + f"; rm -rf {directory}",
+                       timeout=STOP_TIMEOUT_S + 60)
         except HostKeyMismatch:
             raise
         except ProviderError as error:
@@ -159,6 +157,21 @@ class RayNode(ResourceType):
             raise error
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _drain(self, address: str, runner, attributes: dict[str, Any]) -> None:
+        """Ask Ray to drain this worker, so Serve starts its replicas elsewhere before they stop
+        here (no request meets a dying replica), then wait until none is left. Best effort: a
+        worker whose head is gone has nothing to drain to."""
+        python = shlex.quote(attributes["python"])
+        self.ctx.progress(address, "draining: moving Serve replicas to other nodes")
+        runner.run(
+            f"{python} -m ray.scripts.scripts drain-node "
+            f"--address {shlex.quote(attributes['head_address'])} "
+            "--reason DRAIN_NODE_REASON_PREEMPTION --reason-message 'removed by provisioner' "
+            f"--deadline-remaining-seconds {int(DRAIN_S)} >/dev/null 2>&1 && "
+            f"for i in $(seq {int(DRAIN_S)}); do "
+            "pgrep -f 'ray::ServeReplica' >/dev/null || break; sleep 1; done",
+            timeout=DRAIN_S + 60, check=False)
 
     def _runner(self, address: str, attributes: dict[str, Any]):
         return runner_for(attributes["connection"], address)
@@ -231,6 +244,22 @@ class RayNode(ResourceType):
         return LiveResource(address, f"{attributes['node_ip']}/{session}",
                             {**desired, "connection": attributes.get("connection"),
                              "packages": attributes.get("packages"), **computed}, token)
+
+
+def _stop_script(attributes: dict[str, Any]) -> str:
+    """Stop this node's supervisor (systemd unit or loop) and its Ray; fine if none runs."""
+    directory = shlex.quote(ray_dir(attributes))
+    return (
+        f"if command -v systemctl >/dev/null && systemctl is-enabled --quiet {UNIT} 2>/dev/null;"
+        f" then systemctl disable --now {UNIT}; rm -f /etc/systemd/system/{UNIT}; "
+        "systemctl daemon-reload; fi; "
+        f"pid=$(cat {directory}/supervisor.pid 2>/dev/null); "
+        "if [ -n \"$pid\" ] && kill -TERM \"$pid\" 2>/dev/null; then "
+        f"for i in $(seq {int(STOP_TIMEOUT_S)}); do kill -0 \"$pid\" 2>/dev/null || break; "
+        "sleep 1; done; kill -KILL \"$pid\" 2>/dev/null; "
+        f"{shlex.quote(attributes['python'])} -m ray.scripts.scripts stop --force >/dev/null 2>&1;"
+        " fi; rm -f " + f"{directory}/supervisor.pid"
+    )
 
 
 DESIRED = ("role", "node_dir", "python", "node_ip", "gcs_port", "dashboard_port", "num_cpus",

@@ -55,13 +55,16 @@ class SSHHost(ResourceType):
         if not candidates:
             return []
         with ThreadPoolExecutor(max_workers=min(16, len(candidates))) as pool:
-            found = pool.map(lambda known: self._probe(known.address, dict(known.attributes)),
+            found = pool.map(lambda known: self._probe(known.address, dict(known.attributes),
+                                                   known.address in scope.rebuilding),
                              candidates)
         return [item for item in found if item is not None]
 
-    def _probe(self, address: str, attributes: dict[str, Any]) -> LiveResource | None:
+    def _probe(self, address: str, attributes: dict[str, Any],
+               rebuilding: bool = False) -> LiveResource | None:
         """Our marker on the host, or None when the host is unreachable or not ours. A changed
-        host key is NOT "unreachable": it raises, so the plan stops before changing anything."""
+        host key is NOT "unreachable": it raises, so the plan stops before changing anything,
+        unless the user asked to rebuild this host (then its new key is shown for approval)."""
         from provisioner.remote.ssh import HostKeyMismatch
 
         runner = self._runner(address, attributes, attributes["host_key"])
@@ -70,6 +73,8 @@ class SSHHost(ResourceType):
             raw = runner.read(marker)
             hostname = runner.run("hostname", timeout=20).stdout.strip()
         except HostKeyMismatch:
+            if rebuilding:
+                return None
             raise
         except ProviderError:
             return None
@@ -81,8 +86,9 @@ class SSHHost(ResourceType):
     def create(self, address: str, desired: dict[str, Any], token: str) -> LiveResource:
         host_key = desired.get("host_key") or desired.get("pinned_host_key")
         if not host_key:
-            raise ProviderError("no host key to trust: the plan did not record one",
-                                address=address, hint="run plan again")
+            raise ProviderError("no host key to trust: the plan could not read one (was the host"
+                                " reachable when the plan was made?)", address=address,
+                                hint="check the host answers on SSH, then run plan again")
         runner = self._runner(address, desired, host_key)
         node_dir = desired["node_dir"]
         self.ctx.progress(address, f"preparing {node_dir}")
@@ -104,8 +110,10 @@ class SSHHost(ResourceType):
 
     def delete(self, address: str, prior: LiveResource) -> None:
         runner = self._runner(address, prior.attributes, prior.attributes.get("host_key"))
-        node_dir = prior.attributes["node_dir"]
-        runner.run(f"rm -rf {shlex.quote(node_dir)}")
+        node_dir = shlex.quote(prior.attributes["node_dir"])
+        # Contents first, then the directory if it can go (it may be a mount point).
+        runner.run(f"[ ! -d {node_dir} ] || {{ find {node_dir} -mindepth 1 -delete && "
+                   f"{{ rmdir {node_dir} 2>/dev/null || true; }}; }}")
 
     def _runner(self, address: str, attributes: dict[str, Any], host_key: str | None):
         return runner_for(connection_of(attributes, host_key), address)
