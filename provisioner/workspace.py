@@ -48,10 +48,11 @@ class StateLocation:
         self.emit = emit
 
     @classmethod
-    def of(cls, spec_file: Path, emit: Emit) -> "StateLocation":
+    def of(cls, spec_file: Path, emit: Emit,
+           var_items: Sequence[tuple[str, str]] = ()) -> "StateLocation":
         from provisioner.spec import locate_state
 
-        name, state_path = locate_state(spec_file)
+        name, state_path = locate_state(spec_file, var_items)
         return cls(name, state_path, spec_file.parent, emit)
 
     @property

@@ -24,6 +24,8 @@ app.add_typer(state_app, name="state")
 _MODE = {"json": False}
 
 SpecFile = Annotated[Path, typer.Option("--file", "-f", help="The spec file.")]
+# --var / --var-file are declared for --help and validation; their values are read from argv in
+# command-line order (later wins), which typer's separate lists would lose.
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON lines).")]
 VarOpt = Annotated[Optional[list[str]], typer.Option("--var", help="Set a variable: NAME=VALUE.")]
 VarFileOpt = Annotated[
@@ -82,7 +84,10 @@ class Run:
     def state_location(self, spec_file: Path):
         from provisioner.workspace import StateLocation
 
-        return StateLocation.of(_resolve_spec(spec_file), self.view)
+        from provisioner.spec import var_order_from_argv
+
+        return StateLocation.of(_resolve_spec(spec_file), self.view,
+                                var_order_from_argv(sys.argv[1:]))
 
     def session(self, backend, operation: str, lock_timeout: str):
         from provisioner.cli.options import parse_duration
@@ -198,6 +203,8 @@ def show(
     planfile: Annotated[Optional[Path], typer.Argument(help="A saved plan; default: the state.")] = None,
     file: SpecFile = DEFAULT_SPEC,
     json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
 ) -> None:
     """Show a saved plan, or the current state."""
     from provisioner.cli import flows
@@ -216,6 +223,8 @@ def output(
     name: Annotated[Optional[str], typer.Argument(help="One output; default: all.")] = None,
     file: SpecFile = DEFAULT_SPEC,
     json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
 ) -> None:
     """Print the outputs recorded by the last apply."""
     from provisioner.cli import flows
@@ -225,7 +234,8 @@ def output(
 
 
 @app.command()
-def status(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False) -> None:
+def status(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False,
+           var: VarOpt = None, var_file: VarFileOpt = None) -> None:
     """Live status: Ray nodes and Serve application states."""
     from provisioner.cli import flows
 
@@ -238,6 +248,8 @@ def force_unlock(
     lock_id: Annotated[str, typer.Argument(metavar="ID", help="The lock id to remove.")],
     file: SpecFile = DEFAULT_SPEC,
     json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
 ) -> None:
     """Remove a lock left by a run that died. Only use it when that run is really gone."""
     from provisioner.events import make_event
@@ -259,7 +271,8 @@ def schema() -> None:
 
 
 @state_app.command("list")
-def state_list(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False) -> None:
+def state_list(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False,
+           var: VarOpt = None, var_file: VarFileOpt = None) -> None:
     """List the addresses recorded in the state."""
     from provisioner.cli import flows
 
@@ -272,6 +285,8 @@ def state_show(
     address: Annotated[str, typer.Argument(metavar="ADDR")],
     file: SpecFile = DEFAULT_SPEC,
     json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
 ) -> None:
     """Show one resource as recorded in the state."""
     from provisioner.cli import flows

@@ -269,7 +269,7 @@ def _load_resolved(
     )
 
 
-def locate_state(path: Path) -> tuple[str, Path]:
+def locate_state(path: Path, var_items: Sequence[VarArg] = ()) -> tuple[str, Path]:
     """The cluster name and the state file of a spec, without resolving its variables or
     reading its manifest: what the read-only commands (output, state, status, force-unlock)
     need, so they work without the values a plan needs. Falls back to a full load when either
@@ -282,7 +282,7 @@ def locate_state(path: Path) -> tuple[str, Path]:
     state_path = (state or {}).get("path", default_path) if isinstance(state, (dict, type(None))) \
         else None
     if not isinstance(name, str) or not isinstance(state_path, str) or "${" in name + state_path:
-        loaded = load_spec(path)
+        loaded = load_spec(path, var_items=var_items)
         return loaded.spec.name, loaded.state_path
     absolute, _ = _relative_file(path.resolve().parent, source, state_path)
     return name, absolute

@@ -1,0 +1,223 @@
+"""An SSH cluster end to end on namespace hosts: real sshd, real Ray, real Serve, real HAProxy.
+
+Hosts lb, head, w1, w2, w3; the quickstart's two apps. One story, in order:
+apply -> every route through the LB and every node's proxy -> no-op plan and apply keep every
+Ray session -> remove w3 while a client loop runs (0 failures) -> kill w2's host (failures only
+inside the health-check window) -> a changed host key stops the plan and changes nothing, and
+--replace shows and trusts the new key -> destroy leaves no process or file of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.harness.fixtures import harness_hosts
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTS = ["lb", "head", "w1", "w2", "w3"]
+RAY_HOSTS = ["head", "w1", "w2", "w3"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with harness_hosts(HOSTS, prefix="prve", subnet="10.237.6") as info:
+        workdir = tmp_path_factory.mktemp("ssh")
+        shutil.copy(ROOT / "examples" / "ssh" / "cluster.yaml", workdir / "cluster.yaml")
+        shutil.copytree(ROOT / "examples" / "quickstart", workdir / "quickstart")
+        spec = (workdir / "cluster.yaml").read_text()
+        (workdir / "cluster.yaml").write_text(
+            spec.replace("../quickstart/serve.yaml", "quickstart/serve.yaml"))
+        write_hosts(workdir, info, HOSTS)
+        try:
+            yield workdir, info
+        finally:
+            # Whatever happened: stop what the story left (the harness then removes the hosts).
+            subprocess.run([sys.executable, "-m", "provisioner", "destroy", "--auto-approve",
+                            "--var-file", "hosts.json", "--var", f"python={sys.executable}"],
+                           cwd=workdir, capture_output=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+
+
+def write_hosts(workdir: Path, info, names: list[str]) -> None:
+    data = info.to_json()
+    data["hosts"] = [h for h in data["hosts"] if h["name"] in names]
+    (workdir / "hosts.json").write_text(json.dumps(data))
+
+
+def cli(cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    workdir, _ = cluster
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", *args, "--var-file", "hosts.json",
+         "--var", f"python={sys.executable}"],
+        cwd=workdir, text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+
+
+def eventually(probe, expected, seconds: float):
+    """``probe()`` until it returns ``expected`` (a node's proxy starts a little after the
+    replica Serve places there); the last answer otherwise."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            answer = probe()
+        except OSError as error:
+            answer = error
+        if answer == expected or time.monotonic() > deadline:
+            return answer == expected or answer
+        time.sleep(0.5)
+
+
+class ClientLoop:
+    """Requests through the LB the whole time, bounded in count and time; records outcomes."""
+
+    def __init__(self, url: str, max_requests: int = 20000, max_seconds: float = 300) -> None:
+        self.url, self.max_requests, self.max_seconds = url, max_requests, max_seconds
+        self.results: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ClientLoop":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set() and len(self.results) < self.max_requests:
+            if time.monotonic() - started > self.max_seconds:
+                break
+            try:
+                ok = get(self.url, timeout=5) == (200, "hello world (v1)")
+            except OSError:
+                ok = False
+            self.results.append((time.monotonic(), ok))
+            time.sleep(0.02)
+
+    def failures(self, after: float = 0.0) -> int:
+        return sum(1 for at, ok in self.results if at >= after and not ok)
+
+
+def nodes_with_replicas(cluster) -> set[str]:
+    """Addresses of the nodes running a replica, from the head's own dashboard (which only
+    listens on the head's loopback)."""
+    _, info = cluster
+    answer = info.harness.exec("head", "curl -s http://127.0.0.1:8265/api/serve/applications/")
+    apps = json.loads(answer.stdout)["applications"]
+    return {replica["node_ip"] for app in apps.values() for d in app["deployments"].values()
+            for replica in d["replicas"] if replica["state"] == "RUNNING"}
+
+
+def session_ids(cluster) -> dict[str, str]:
+    _, info = cluster
+    return {name: info.harness.exec(
+        name, "basename $(readlink /var/lib/provisioner/ray/tmp/session_latest)").stdout.strip()
+        for name in RAY_HOSTS if name in {h.name for h in info.hosts}}
+
+
+def test_ssh_cluster_story(cluster) -> None:
+    workdir, info = cluster
+    lb = f"http://{info.address('lb')}:8080"
+
+    planned = cli(cluster, "plan")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    for name in HOSTS:  # first contact: the plan shows the key it will trust
+        assert f"# ssh_host.{name} will be created" in planned.stdout
+    assert "fingerprint" in planned.stdout and "SHA256:" in planned.stdout
+
+    applied = cli(cluster, "apply", "--auto-approve")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert get(f"{lb}/hello") == (200, "hello world (v1)")
+    status, body = get(f"{lb}/api/square/12")
+    assert status == 200 and json.loads(body) == {"n": 12, "square": 144}
+    replica_nodes = nodes_with_replicas(cluster)
+    assert replica_nodes, "no replica is running"
+    for address in replica_nodes:  # each node's proxy that has replicas answers directly
+        assert eventually(lambda: get(f"http://{address}:8000/hello"),
+                          (200, "hello world (v1)"), seconds=30) is True
+    assert json.loads(cli(cluster, "output", "--json").stdout)["lb_url"] == lb
+
+    sessions = session_ids(cluster)
+    assert all(s.startswith("session_") for s in sessions.values()), sessions
+    assert cli(cluster, "plan", "--detailed-exitcode").returncode == 0
+    again = cli(cluster, "apply", "--auto-approve")
+    assert again.returncode == 0 and "0 added, 0 changed, 0 destroyed" in again.stdout
+    assert session_ids(cluster) == sessions, "a no-op apply restarted Ray"
+
+    # Remove w3 from the hosts file: its node and host go, the LB drops it first, no request fails.
+    write_hosts(workdir, info, [h for h in HOSTS if h != "w3"])
+    removal = cli(cluster, "plan")
+    assert "# ray_node.w3 will be destroyed" in removal.stdout
+    assert "# ssh_host.w3 will be destroyed" in removal.stdout
+    assert "# haproxy_lb.main will be updated in-place" in removal.stdout
+    assert "Plan: 0 to add, 1 to change, 2 to destroy." in removal.stdout, removal.stdout
+    with ClientLoop(f"{lb}/hello") as loop:
+        time.sleep(1)
+        applied = cli(cluster, "apply", "--auto-approve")
+        time.sleep(1)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    print(f"\nworker removal: {len(loop.results)} requests, {loop.failures()} failed")
+    assert len(loop.results) > 50
+    assert loop.failures() == 0
+    assert info.harness.exec("w3", "pgrep -f raylet").returncode != 0
+    assert info.harness.exec("w3", "ls -A /var/lib/provisioner").stdout.strip() == ""
+
+    # Lose w2's host: failures only while HAProxy's health check notices (inter 1s x fall 2).
+    with ClientLoop(f"{lb}/hello") as loop:
+        time.sleep(2)
+        killed_at = time.monotonic()
+        info.harness.kill("w2")
+        time.sleep(15)
+    window = 5.0
+    during = loop.failures() - loop.failures(after=killed_at + window)
+    print(f"worker host lost: {len(loop.results)} requests, {during} failed within {window:.0f}s, "
+          f"{loop.failures(after=killed_at + window)} after")
+    assert loop.failures(after=killed_at + window) == 0
+    assert loop.failures() == during
+
+    # w1 rebuilt with a new host key: the plan stops with a clear error and changes nothing.
+    state_before = (workdir / ".provisioner" / "state.json").read_bytes()
+    info.harness.restart("w1", fresh_host_key=True)
+    mismatch = cli(cluster, "plan")
+    assert mismatch.returncode == 1
+    assert "host key" in mismatch.stderr.lower() and "ssh_host.w1" in mismatch.stderr
+    assert (workdir / ".provisioner" / "state.json").read_bytes() == state_before
+    replaced = cli(cluster, "plan", "--replace", "ssh_host.w1")
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert "fingerprint" in replaced.stdout
+    write_hosts(workdir, info, ["lb", "head", "w1"])  # w2 is gone for good
+    fixed = cli(cluster, "apply", "--auto-approve", "--replace", "ssh_host.w1")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert get(f"http://{info.address('w1')}:8000/hello") == (200, "hello world (v1)")
+    assert cli(cluster, "plan", "--detailed-exitcode").returncode == 0
+
+    destroyed = cli(cluster, "destroy", "--auto-approve")
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    for name in ["lb", "head", "w1"]:
+        processes = info.harness.exec(name, "ps -eo args").stdout
+        assert "raylet" not in processes and "haproxy" not in processes, (name, processes)
+        assert info.harness.exec(name, "ls -A /var/lib/provisioner").stdout.strip() == ""
