@@ -94,8 +94,10 @@ def execute(run, workspace, session, plan: Plan, parallelism: int) -> None:
     stop = threading.Event()
     install_stop_handlers(stop, run.view)
     blueprint = None if plan.destroy else workspace.blueprint
-    applier = Applier(plan=plan, blueprint=blueprint, session=session,
-                      providers=workspace.providers(session.document), emit=run.view,
+    providers = workspace.providers(session.document)
+    providers.ctx.destroying = plan.destroy
+    applier = Applier(plan=plan, blueprint=blueprint, session=session, providers=providers,
+                      emit=run.view,
                       parallelism=parallelism, stop=stop)
     try:
         result = applier.run()

@@ -91,12 +91,14 @@ class LiveResource:
 @dataclass
 class ProviderContext:
     """What a resource type may use: the owner, the working directory of the run, where local
-    files of the run live, and a progress callback (address, message)."""
+    files of the run live, a progress callback (address, message), and whether the run destroys
+    everything (a type may then skip care that only matters to what stays, like draining)."""
 
     owner: Owner
     workdir: Path
     data_dir: Path
     progress: Callable[[str, str], None] = field(default=lambda address, message: None)
+    destroying: bool = False
 
 
 class ResourceType(abc.ABC):

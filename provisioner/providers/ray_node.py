@@ -144,7 +144,9 @@ class RayNode(ResourceType):
         directory = shlex.quote(ray_dir(attributes))
         try:
             runner = self._runner(address, attributes)
-            if attributes.get("role") == "worker" and attributes.get("head_address"):
+            # Draining keeps serving while a worker leaves; when everything goes, it is moot.
+            if (attributes.get("role") == "worker" and attributes.get("head_address")
+                    and not self.ctx.destroying):
                 self._drain(address, runner, attributes)
             self.ctx.progress(address, "stopping Ray")
             runner.run(_stop_script(attributes) + f"; rm -rf {directory}",
@@ -184,8 +186,9 @@ class RayNode(ResourceType):
             runner.run(f"systemctl daemon-reload && systemctl enable --now {UNIT}")
             return "systemd"
         # No systemd: a detached loop in its own session, so it outlives our SSH connection.
-        runner.run(f"cd {quoted} && setsid nohup sh {shlex.quote(script)} > supervisor.log 2>&1 "
-                   "< /dev/null & echo $! > " + f"{quoted}/supervisor.pid")
+        # (The supervisor writes its own pid: setsid may fork, so $! here could be setsid's.)
+        runner.run(f"cd {quoted} && rm -f supervisor.pid && setsid nohup sh {shlex.quote(script)}"
+                   " > supervisor.log 2>&1 < /dev/null &")
         return "loop"
 
     def _wait_until_up(self, address: str, runner, desired: dict[str, Any]) -> str:
@@ -256,9 +259,10 @@ def _stop_script(attributes: dict[str, Any]) -> str:
         f"pid=$(cat {directory}/supervisor.pid 2>/dev/null); "
         "if [ -n \"$pid\" ] && kill -TERM \"$pid\" 2>/dev/null; then "
         f"for i in $(seq {int(STOP_TIMEOUT_S)}); do kill -0 \"$pid\" 2>/dev/null || break; "
-        "sleep 1; done; kill -KILL \"$pid\" 2>/dev/null; "
+        "sleep 1; done; kill -KILL \"$pid\" 2>/dev/null; fi; "
+        # Whatever the supervisor managed, no Ray of this node may outlive it.
         f"{shlex.quote(attributes['python'])} -m ray.scripts.scripts stop --force >/dev/null 2>&1;"
-        " fi; rm -f " + f"{directory}/supervisor.pid"
+        " rm -f " + f"{directory}/supervisor.pid"
     )
 
 

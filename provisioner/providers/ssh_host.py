@@ -26,9 +26,11 @@ from provisioner.remote.connect import runner_for
 TARGET_KEYS = ("address", "port", "user", "key_file", "alias", "known_hosts")
 
 
-def connection_of(attributes: dict[str, Any], host_key: str | None) -> dict[str, Any]:
+def connection_of(attributes: dict[str, Any], host_key: str | None,
+                  address: str) -> dict[str, Any]:
     target = {key: attributes.get(key) for key in TARGET_KEYS}
     target["host_key"] = host_key
+    target["host_resource"] = address  # see provisioner.remote.connect.runner_for
     return target
 
 
@@ -46,7 +48,8 @@ class SSHHost(ResourceType):
             return {"host_key": key, "fingerprint": _fingerprint(key)}
         from provisioner.remote.ssh import SSHTarget, scan_host_key
 
-        scanned = scan_host_key(SSHTarget.from_mapping(connection_of(desired, None)))
+        target = {key: desired.get(key) for key in TARGET_KEYS}
+        scanned = scan_host_key(SSHTarget.from_mapping(target))
         return {"host_key": f"{scanned.type} {scanned.base64}",
                 "fingerprint": scanned.fingerprint_sha256}
 
@@ -68,10 +71,11 @@ class SSHHost(ResourceType):
         from provisioner.remote.ssh import HostKeyMismatch
 
         runner = self._runner(address, attributes, attributes["host_key"])
-        marker = f"{attributes['node_dir']}/owner.json"
-        try:
-            raw = runner.read(marker)
-            hostname = runner.run("hostname", timeout=20).stdout.strip()
+        marker = shlex.quote(f"{attributes['node_dir']}/owner.json")
+        try:  # one round trip: refresh touches every host
+            answer = runner.run(f"hostname; cat {marker} 2>/dev/null", timeout=20).stdout
+            hostname, _, raw = answer.partition("\n")
+            hostname = hostname.strip()
         except HostKeyMismatch:
             if rebuilding:
                 return None
@@ -116,7 +120,7 @@ class SSHHost(ResourceType):
                    f"{{ rmdir {node_dir} 2>/dev/null || true; }}; }}")
 
     def _runner(self, address: str, attributes: dict[str, Any], host_key: str | None):
-        return runner_for(connection_of(attributes, host_key), address)
+        return runner_for(connection_of(attributes, host_key, address))
 
     def _ensure_ray(self, address: str, runner, desired: dict[str, Any]) -> None:
         python = shlex.quote(desired["python"])
@@ -137,12 +141,13 @@ class SSHHost(ResourceType):
             address=address,
             id=f"{attributes['address']}:{attributes.get('port') or 22}",
             attributes={**desired, "host_key": host_key, "fingerprint": _fingerprint(host_key),
-                        "hostname": hostname, "connection": connection_of(attributes, host_key)},
+                        "hostname": hostname,
+                        "connection": connection_of(attributes, host_key, address)},
             token=token,
         )
 
 
-def _parse(raw: bytes | None) -> dict[str, Any]:
+def _parse(raw: bytes | str | None) -> dict[str, Any]:
     try:
         data = json.loads(raw or b"{}")
     except ValueError:

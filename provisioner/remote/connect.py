@@ -13,9 +13,13 @@ from provisioner.remote.runner import LocalRunner, Runner
 
 
 def runner_for(target: Mapping[str, Any] | None, address: str | None = None) -> Runner:
-    """``address``: the resource acting, so errors can say what to do about it."""
+    """``address``: the resource acting, so errors can say what to do about it. A target made
+    by an ``ssh_host`` names it (``host_resource``): a host key problem is that host's to fix,
+    whichever resource met it."""
     if not target:
         return LocalRunner()
     from provisioner.remote.ssh import runner_for_target
 
-    return runner_for_target(target, resource_address=address)
+    target = dict(target)
+    owner = target.pop("host_resource", None)
+    return runner_for_target(target, resource_address=owner or address)

@@ -61,12 +61,10 @@ class HostKeyMismatch(SSHConnectionError):
         replace = f"provisioner apply --replace {resource_address}" if resource_address else \
             "provisioner apply --replace <the resource that records this host>"
         fix = f"if this host was rebuilt on purpose, run: {replace}"
-        # The fix is in the message too: the engine's per-resource failure summary keeps only
-        # the message.
         reason = (
             f"host key mismatch: expected {wanted}, the host presented "
             f"{presented.fingerprint_sha256} ({presented.type}). Someone may be intercepting the "
-            f"connection, or the host was rebuilt; {fix}"
+            "connection, or the host was rebuilt"
         )
         super().__init__(target, reason, address=resource_address, hint=fix)
         self.expected = expected

