@@ -127,17 +127,19 @@ def nodes_with_replicas(cluster) -> set[str]:
     """Addresses of the nodes running a replica, from the head's own dashboard (which only
     listens on the head's loopback)."""
     _, info = cluster
-    answer = info.harness.exec("head", "curl -s http://127.0.0.1:8265/api/serve/applications/")
+    fetch = ("import urllib.request; print(urllib.request.urlopen("
+             "'http://127.0.0.1:8265/api/serve/applications/', timeout=10).read().decode())")
+    answer = info.harness.exec("head", [sys.executable, "-c", fetch])
     apps = json.loads(answer.stdout)["applications"]
     return {replica["node_ip"] for app in apps.values() for d in app["deployments"].values()
             for replica in d["replicas"] if replica["state"] == "RUNNING"}
 
 
-def session_ids(cluster) -> dict[str, str]:
+def session_ids(cluster, names=tuple(RAY_HOSTS)) -> dict[str, str]:
     _, info = cluster
     return {name: info.harness.exec(
         name, "basename $(readlink /var/lib/provisioner/ray/tmp/session_latest)").stdout.strip()
-        for name in RAY_HOSTS if name in {h.name for h in info.hosts}}
+        for name in names}
 
 
 def test_ssh_cluster_story(cluster) -> None:
@@ -213,7 +215,10 @@ def test_ssh_cluster_story(cluster) -> None:
     write_hosts(workdir, info, ["lb", "head", "w1"])  # w2 is gone for good
     fixed = cli(cluster, "apply", "--auto-approve", "--replace", "ssh_host.w1")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert get(f"http://{info.address('w1')}:8000/hello") == (200, "hello world (v1)")
+    assert info.harness.exec("w1", "pgrep -x raylet").returncode == 0, "w1 did not rejoin"
+    rejoined = session_ids(cluster, ["head", "w1"])
+    assert rejoined["w1"] == rejoined["head"]
+    assert get(f"{lb}/hello") == (200, "hello world (v1)")
     assert cli(cluster, "plan", "--detailed-exitcode").returncode == 0
 
     destroyed = cli(cluster, "destroy", "--auto-approve")

@@ -127,7 +127,9 @@ def test_hosts_reach_each_other_over_tcp(hosts):
     try:
         deadline, body = time.monotonic() + 10, ""
         while time.monotonic() < deadline and body != "served-by-a\n":
-            body = harness.exec("b", f"curl -sf -m 2 http://{address}:8080/index.txt").stdout
+            fetch = (f"import urllib.request; print(urllib.request.urlopen("
+                     f"'http://{address}:8080/index.txt', timeout=2).read().decode(), end='')")
+            body = harness.exec("b", [sys.executable, "-c", fetch]).stdout
             time.sleep(0.05)
         assert body == "served-by-a\n"
     finally:
