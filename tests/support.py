@@ -4,6 +4,7 @@ Ray process a test started (found by its temp dir), even when the test failed.""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def stop_local_heads(lineage: str | None) -> list[str]:
         if processes.ray_processes(record.get("pgid"), temp_dir):
             leftovers.append(temp_dir)
             processes.stop_ray(record.get("pgid"), temp_dir, grace_s=10)
+        shutil.rmtree(owner_file.parent, ignore_errors=True)
     return leftovers
 
 
