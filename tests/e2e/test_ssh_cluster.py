@@ -189,13 +189,15 @@ def test_ssh_cluster_story(cluster) -> None:
     assert info.harness.exec("w3", "pgrep -x raylet").returncode != 0
     assert info.harness.exec("w3", "ls -A /var/lib/provisioner").stdout.strip() == ""
 
-    # Lose w2's host: failures only while HAProxy's health check notices (inter 1s x fall 2).
+    # Lose w2's host. HAProxy takes w2 out in inter 1s x fall 2; until Ray's GCS declares the
+    # node dead (its own health checks), other nodes' proxies may still pick replicas that were
+    # on w2. Failures are allowed inside that window only, and there must be none after it.
     with ClientLoop(f"{lb}/hello") as loop:
         time.sleep(2)
         killed_at = time.monotonic()
         info.harness.kill("w2")
-        time.sleep(15)
-    window = 5.0
+        time.sleep(35)
+    window = 20.0
     during = loop.failures() - loop.failures(after=killed_at + window)
     print(f"worker host lost: {len(loop.results)} requests, {during} failed within {window:.0f}s, "
           f"{loop.failures(after=killed_at + window)} after")
