@@ -24,6 +24,7 @@ from typing import Any
 from provisioner.errors import ProviderError
 from provisioner.providers.base import ListScope, LiveResource, ResourceType
 from provisioner.remote.connect import runner_for
+from provisioner.remote.runner import json_object
 from provisioner.templates import render
 
 START_TIMEOUT_S = 180.0
@@ -79,7 +80,7 @@ class RayNode(ResourceType):
         except ProviderError:
             return None  # host unreachable: the node is gone for the plan's purposes
         parts = result.stdout.split("#\n")
-        owner = _json(parts[0]) if parts else {}
+        owner = json_object(parts[0]) if parts else {}
         supervisor = parts[1].strip() if len(parts) > 1 else ""
         if owner.get("lineage") != self.ctx.owner.lineage or not supervisor:
             return None
@@ -130,7 +131,7 @@ class RayNode(ResourceType):
             # Ray leaves a lost head on its own after a while; make it go now.
             runner.run(f"kill $(cat {shlex.quote(directory)}/ray.pid) 2>/dev/null || true")
             time.sleep(1)
-        owner = {**_json(runner.read(f"{directory}/owner.json") or b"{}"),
+        owner = {**json_object(runner.read(f"{directory}/owner.json") or b"{}"),
                  "attributes": _desired_only(desired)}
         runner.put(f"{directory}/owner.json", json.dumps(owner).encode(), mode=0o600)
         session = self._wait_until_up(address, runner, desired)
@@ -272,11 +273,3 @@ DESIRED = ("role", "node_dir", "python", "node_ip", "gcs_port", "dashboard_port"
 
 def _desired_only(attributes: dict[str, Any]) -> dict[str, Any]:
     return {key: attributes.get(key) for key in DESIRED}
-
-
-def _json(raw: bytes | str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -22,6 +22,7 @@ from typing import Any
 from provisioner.errors import ProviderError
 from provisioner.providers.base import ListScope, LiveResource, ResourceType
 from provisioner.remote.connect import runner_for
+from provisioner.remote.runner import json_object
 
 TARGET_KEYS = ("address", "port", "user", "key_file", "alias", "known_hosts")
 
@@ -82,7 +83,7 @@ class SSHHost(ResourceType):
             raise
         except ProviderError:
             return None
-        owner = _parse(raw)
+        owner = json_object(raw)
         if owner.get("lineage") != self.ctx.owner.lineage:
             return None
         return self._live(address, attributes, attributes["host_key"], hostname, owner.get("token"))
@@ -145,14 +146,6 @@ class SSHHost(ResourceType):
                         "connection": connection_of(attributes, host_key, address)},
             token=token,
         )
-
-
-def _parse(raw: bytes | str | None) -> dict[str, Any]:
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _fingerprint(host_key: str) -> str:

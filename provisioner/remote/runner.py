@@ -16,6 +16,7 @@ Secrets never appear in the error messages: callers pass them through ``stdin`` 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -44,6 +45,16 @@ class CommandFailed(ProviderError):
         self.host = host
         self.command = command
         self.result = result
+
+
+def json_object(raw: bytes | str | None) -> dict:
+    """A JSON object read from a machine (a marker file), or {} when missing or unreadable: a
+    marker that does not parse marks nothing as ours."""
+    try:
+        data = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _short(command: str, limit: int = 120) -> str:
