@@ -55,8 +55,11 @@ def module_dir(loaded) -> Path:
     return data_path("modules") / spec.provider
 
 
-def expand(loaded) -> Blueprint:
-    """Render the module for ``loaded`` (a LoadedSpec) and check the resulting graph."""
+def expand(loaded, placement: dict[str, Any] | None = None) -> Blueprint:
+    """Render the module for ``loaded`` (a LoadedSpec) and check the resulting graph.
+
+    ``placement`` is what ``recover`` recorded in the state: ``head`` (the host now running the
+    head, when it moved to a standby) and ``generation`` (how many heads recover replaced)."""
     directory = module_dir(loaded)
     meta = _read_module_meta(directory)
     if meta.get("provider") != loaded.spec.provider:
@@ -67,7 +70,7 @@ def expand(loaded) -> Blueprint:
             path="module",
         )
     template_name = meta.get("template", "resources.yaml.j2")
-    rendered = _render(directory, template_name, _context(loaded))
+    rendered = _render(directory, template_name, _context(loaded, placement or {}))
     source = str(directory / template_name)
     try:
         # libyaml's parser: a module for 1,000 resources renders ~100k lines of YAML.
@@ -113,10 +116,12 @@ def _render(directory: Path, template_name: str, context: dict[str, Any]) -> str
         raise SpecError(f"module template failed: {exc}", source=str(directory / template_name))
 
 
-def _context(loaded) -> dict[str, Any]:
+def _context(loaded, placement: dict[str, Any]) -> dict[str, Any]:
     spec = loaded.spec
     serve = _serve_context(loaded)
     return {
+        "placement": {"head": placement.get("head"),
+                      "generation": int(placement.get("generation") or 0)},
         "name": spec.name,
         "cluster": spec.cluster.model_dump(mode="json"),
         "serve": serve,
@@ -140,7 +145,7 @@ def _serve_context(loaded) -> dict[str, Any] | None:
 
 
 def _apps(loaded) -> list[dict[str, Any]]:
-    from provisioner.serve.package import package_digest, package_name
+    from provisioner.serve.package import package_name_of
 
     apps = []
     for index, app in enumerate(loaded.manifest.applications):
@@ -151,7 +156,7 @@ def _apps(loaded) -> list[dict[str, Any]]:
         if working_dir and "://" not in str(working_dir):
             source_dir = loaded.manifest.resolve_working_dir(str(working_dir))
             package_source = str(source_dir)
-            runtime_env["working_dir"] = package_name(package_digest(source_dir))
+            runtime_env["working_dir"] = package_name_of(source_dir)
         deployments = {
             d["name"]: {k: v for k, v in d.items() if k != "name"}
             for d in config.pop("deployments", None) or []

@@ -214,7 +214,8 @@ class Applier:
         provider = self.providers.get(change.type)
         started = self._started(change, "delete")
         try:
-            self._call(change.address, lambda: provider.delete(change.address, prior))
+            if not change.forget:
+                self._call(change.address, lambda: provider.delete(change.address, prior))
         except Exception as error:
             self.session.update(lambda doc: (_taint(doc, change.address), journal.finish(doc, token)))
             self._errored(change, "delete", started, error)

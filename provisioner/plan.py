@@ -46,6 +46,8 @@ class ResourceChange(BaseModel):
     dependencies: list[str] = Field(default_factory=list)
     create_before_destroy: bool = False
     desired_digest: str | None = None
+    # A delete that only removes the record: the resource's machine does not answer (recover).
+    forget: bool = False
 
     @property
     def terraform_actions(self) -> list[str]:

@@ -33,6 +33,7 @@ class TypeInfo:
     computed: frozenset[str] = frozenset()
     ignore_drift: frozenset[str] = frozenset()
     plan_facts: frozenset[str] = frozenset()
+    ignore_changes: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -40,6 +41,9 @@ class PlanOptions:
     destroy: bool = False
     targets: list[str] = field(default_factory=list)
     replace: list[str] = field(default_factory=list)
+    # Left as recorded, no change planned unless they leave the spec: the resources of a host
+    # that does not answer while recover replaces the head.
+    hold: frozenset[str] = frozenset()
 
 
 def make_plan(
@@ -103,6 +107,9 @@ def make_plan(
             continue
         record = records[address]
         reason = "destroy requested" if options.destroy else "no longer in the spec"
+        forget = address in options.hold
+        if forget:
+            reason = "its machine does not answer: removed from the state only"
         changes.append(
             ResourceChange(
                 address=address,
@@ -111,6 +118,7 @@ def make_plan(
                 before=prior.get(address) or record.attributes,
                 reason=reason,
                 dependencies=sorted(record.dependencies),
+                forget=forget,
             )
         )
 
@@ -160,7 +168,8 @@ def _change_for(
     elif address in options.replace:
         change.action, change.reason = Action.REPLACE, "replacement requested with --replace"
     if prior is not None:
-        change.changed_paths = changed_paths(prior, after, info.computed, unknown)
+        change.changed_paths = changed_paths(prior, after, info.computed | info.ignore_changes,
+                                             unknown)
     if change.action is Action.NOOP and change.changed_paths:
         forcing = [p for p in change.changed_paths if _top(p) in info.force_new]
         if forcing:
@@ -298,9 +307,10 @@ def _check_addresses(options: PlanOptions, desired: Mapping, records: Mapping) -
 
 
 def _selected(options, desired, records, blueprint) -> set[str]:
+    held = set(options.hold) & set(desired)
     everything = set(desired) | set(records)
     if not options.targets:
-        return everything
+        return everything - held
     selected = set(options.targets)
     graph = _combined_graph(desired, records, blueprint)
     for address in options.targets:
@@ -308,7 +318,7 @@ def _selected(options, desired, records, blueprint) -> set[str]:
             selected |= graph.transitive_dependents(address)
         else:
             selected |= graph.transitive_dependencies(address)
-    return selected
+    return selected - held
 
 
 def _combined_graph(desired, records, blueprint) -> ResourceGraph:

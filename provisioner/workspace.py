@@ -34,7 +34,7 @@ class VarArgs:
 def type_info(type_name: str) -> TypeInfo:
     cls = resource_type_class(type_name)
     return TypeInfo(force_new=cls.force_new, computed=cls.computed, ignore_drift=cls.ignore_drift,
-                    plan_facts=cls.plan_facts)
+                    plan_facts=cls.plan_facts, ignore_changes=cls.ignore_changes)
 
 
 class StateLocation:
@@ -58,6 +58,15 @@ class StateLocation:
     @property
     def data_dir(self) -> Path:
         return self.state_path.parent
+
+    def checkpoint_store(self, store_uri: str | None = None):
+        """The checkpoint store named by ``store_uri`` (default: a directory next to the
+        state)."""
+        from provisioner.checkpoint.stores import FileStore, open_store
+
+        if store_uri is None:
+            return FileStore(self.data_dir / "checkpoints")
+        return open_store(store_uri, self.workdir)
 
     def backend(self):
         from state.local import LocalBackend
@@ -84,17 +93,30 @@ class Workspace(StateLocation):
 
     def __init__(self, spec_file: Path, var_args: VarArgs, emit: Emit,
                  plan_variables: dict[str, Any] | None = None) -> None:
-        self.loaded = _load(spec_file, list(var_args.items), plan_variables)
+        self._var_items = list(var_args.items)
+        self.loaded = _load(spec_file, self._var_items, plan_variables)
         super().__init__(self.loaded.spec.name, self.loaded.state_path, self.loaded.base_dir,
                          emit)
         self.spec_path = self.loaded.path
         self._blueprint: Blueprint | None = None
+        self.placement: dict[str, Any] | None = None
 
     @property
     def blueprint(self) -> Blueprint:
         if self._blueprint is None:
-            self._blueprint = expand(self.loaded)
+            self._blueprint = expand(self.loaded, self.placement)
         return self._blueprint
+
+    def use_state(self, document: StateDocument) -> None:
+        """Expand the spec as the state says the cluster is placed (see ``recover``)."""
+        placement = document.history.get("placement") or None
+        if placement != self.placement:
+            self.placement, self._blueprint = placement, None
+
+    def use_manifest(self, manifest_path: Path) -> None:
+        """Deploy the Serve config at ``manifest_path`` instead of the spec's (``recover``)."""
+        self.loaded = _load(self.loaded.path, self._var_items, None, manifest_path)
+        self._blueprint = None
 
     def plan(
         self,
@@ -103,12 +125,17 @@ class Workspace(StateLocation):
         providers: Providers,
         options: PlanOptions,
         refresh: bool = True,
+        lost: frozenset[str] = frozenset(),
     ) -> Plan:
+        """``lost``: resources known to be gone (recover: the apps of a lost head, the
+        resources of a host that does not answer); refresh does not look for them."""
+        self.use_state(document)
         blueprint = None if options.destroy else self.blueprint
         rebuilding = self._rebuilding(options.replace)
-        live = (refresh_live(document, blueprint, providers, self.emit, rebuilding)
+        live = (refresh_live(document, blueprint, providers, self.emit, rebuilding, lost)
                 if refresh else None)
-        facts = (read_facts(document, blueprint, providers, self.emit, rebuilding, live)
+        facts = (read_facts(document, blueprint, providers, self.emit, rebuilding, live,
+                            skip=options.hold)
                  if blueprint else {})
         plan = make_plan(
             blueprint=blueprint,
@@ -132,6 +159,7 @@ class Workspace(StateLocation):
     def check_saved_plan(self, plan: Plan, document: StateDocument, state_exists: bool,
                          state_desc: str) -> None:
         """A saved plan applies only to the state it was made from and to the same spec."""
+        self.use_state(document)
         check_fresh(plan, document.lineage if state_exists else None, document.serial, state_desc)
         self.loaded.variables.check_against_plan(plan.variables)
         if plan.destroy:
@@ -148,20 +176,22 @@ class Workspace(StateLocation):
                 )
 
 
-def _load(spec_file: Path, items: list[tuple[str, str]], plan_variables: dict[str, Any] | None):
+def _load(spec_file: Path, items: list[tuple[str, str]], plan_variables: dict[str, Any] | None,
+          manifest: Path | None = None):
     """Load the spec. A saved plan's variable values come first, as if from a var file, so
     applying it needs no flags but the sensitive values (which the plan holds only as digests)."""
     from provisioner.plan import SENSITIVE_PREFIX
     from provisioner.spec import load_spec
 
     if not plan_variables:
-        return load_spec(spec_file, var_items=items)
+        return load_spec(spec_file, var_items=items, manifest_override=manifest)
     known = {name: value for name, value in plan_variables.items()
              if not (isinstance(value, str) and value.startswith(SENSITIVE_PREFIX))}
     with tempfile.TemporaryDirectory(prefix="provisioner-") as tmp:
         var_file = Path(tmp) / "plan-variables.json"
         var_file.write_text(json.dumps(known))
-        return load_spec(spec_file, var_items=[("file", str(var_file)), *items])
+        return load_spec(spec_file, var_items=[("file", str(var_file)), *items],
+                         manifest_override=manifest)
 
 
 def refresh_live(
@@ -170,15 +200,18 @@ def refresh_live(
     providers: Providers,
     emit: Emit,
     rebuilding: frozenset[str] = frozenset(),
+    lost: frozenset[str] = frozenset(),
 ) -> dict[str, LiveResource]:
-    """List every type of the state and the spec once (types in parallel)."""
+    """List every type of the state and the spec once (types in parallel); ``lost`` addresses
+    are known to be gone and not looked for."""
     known: dict[str, list[KnownResource]] = {}
     for address, record in document.resources.items():
-        known.setdefault(record.type, []).append(
-            KnownResource(address, record.attributes, record.id))
+        if address not in lost:
+            known.setdefault(record.type, []).append(
+                KnownResource(address, record.attributes, record.id))
     if blueprint is not None:
         for address, resource in blueprint.resources.items():
-            if address not in document.resources:
+            if address not in document.resources and address not in lost:
                 known.setdefault(resource.type, []).append(
                     KnownResource(address, resource.attributes))
     if not known:
@@ -193,7 +226,8 @@ def refresh_live(
     with ThreadPoolExecutor(max_workers=min(8, len(known))) as pool:
         for items in pool.map(list_type, sorted(known)):
             for item in items:
-                live[item.address] = item
+                if item.address not in lost:
+                    live[item.address] = item
     emit(make_event("refresh_complete", f"found {len(live)} live resource(s)",
                     data={"live": len(live)}))
     return live
@@ -206,6 +240,7 @@ def read_facts(
     emit: Emit,
     rebuilding: frozenset[str] = frozenset(),
     live: Mapping[str, LiveResource] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, dict[str, Any]]:
     """Plan-time facts of the resources the plan will create, whose type reads some (in
     parallel). Only resources without references qualify: their desired attributes are known
@@ -219,7 +254,8 @@ def read_facts(
 
     wanted = [
         resource for address, resource in blueprint.resources.items()
-        if will_create(address) and resource_type_class(resource.type).plan_facts
+        if address not in skip and will_create(address)
+        and resource_type_class(resource.type).plan_facts
         and not resource.references()
     ]
     if not wanted:

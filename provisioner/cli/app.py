@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 state_app = typer.Typer(help="Inspect the state.", no_args_is_help=True)
 app.add_typer(state_app, name="state")
+checkpoint_app = typer.Typer(help="Inspect the checkpoints recover uses.", no_args_is_help=True)
+app.add_typer(checkpoint_app, name="checkpoint")
 
 _MODE = {"json": False}
 
@@ -196,6 +198,57 @@ def destroy(
     flows.plan_and_apply(run, run.workspace(file), auto_approve=auto_approve, destroy=True,
                          targets=target, replace=None, refresh=refresh,
                          parallelism=parallelism, lock_timeout=lock_timeout)
+
+
+@app.command()
+def recover(
+    file: SpecFile = DEFAULT_SPEC,
+    checkpoint: Annotated[Optional[str], typer.Option(
+        "--checkpoint", metavar="ID", help="Restore this checkpoint (default: the latest).")] = None,
+    auto_approve: AutoApprove = False,
+    json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
+    parallelism: Parallelism = 10,
+    lock_timeout: LockTimeout = "0s",
+) -> None:
+    """Bring the cluster back after its head was lost: a new head, every app from the latest
+    checkpoint, every route checked through the load balancer. A healthy head: nothing changes.
+    Exit 4: no usable checkpoint (nothing changed)."""
+    import time
+
+    from provisioner.cli import recovery
+
+    started = time.monotonic()
+    run = Run(json_mode)
+    recovery.recover(run, run.workspace(file), checkpoint_id=checkpoint,
+                     auto_approve=auto_approve, parallelism=parallelism,
+                     lock_timeout=lock_timeout, started=started)
+
+
+@checkpoint_app.command("list")
+def checkpoint_list(file: SpecFile = DEFAULT_SPEC, json_mode: JsonFlag = False,
+                    var: VarOpt = None, var_file: VarFileOpt = None) -> None:
+    """List the checkpoints in the spec's checkpoint store, oldest first."""
+    from provisioner.cli import recovery
+
+    run = Run(json_mode)
+    recovery.checkpoint_list(run, run.workspace(file))
+
+
+@checkpoint_app.command("show")
+def checkpoint_show(
+    checkpoint_id: Annotated[str, typer.Argument(metavar="ID")],
+    file: SpecFile = DEFAULT_SPEC,
+    json_mode: JsonFlag = False,
+    var: VarOpt = None,
+    var_file: VarFileOpt = None,
+) -> None:
+    """Show one checkpoint: what it holds and its Serve config."""
+    from provisioner.cli import recovery
+
+    run = Run(json_mode)
+    recovery.checkpoint_show(run, run.workspace(file), checkpoint_id)
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Any
 
 from provisioner.errors import ApplyFailed, NotApproved, ProvisionerError
 from provisioner.events import make_event
-from provisioner.plan import Plan
+from provisioner.plan import Action, Plan
 
 
 def make_plan(run, workspace, session, *, destroy: bool, targets, replace, refresh: bool) -> Plan:
@@ -113,6 +113,8 @@ def execute(run, workspace, session, plan: Plan, parallelism: int) -> None:
                             data={"failures": result.failures, "skipped": result.skipped,
                                   "interrupted": result.interrupted}))
         raise ApplyFailed(result.failures, interrupted=result.interrupted)
+    if not plan.destroy:
+        write_checkpoint(run, workspace, session, plan)
     verb = "Destroy" if plan.destroy else "Apply"
     message = (f"{verb} complete! Resources: {counts['add']} added, {counts['change']} changed,"
                f" {counts['destroy']} destroyed.")
@@ -121,6 +123,36 @@ def execute(run, workspace, session, plan: Plan, parallelism: int) -> None:
     if result.outputs:
         run.view(make_event("outputs", "Outputs:\n" + _format_outputs(result.outputs),
                             data=result.outputs))
+
+
+def write_checkpoint(run, workspace, session, plan: Plan) -> None:
+    """After an apply that changed the Serve applications: a checkpoint of them, for recover.
+    A checkpoint that cannot be written fails the command (exit 1) after the apply is recorded:
+    a pipeline must not believe it can recover what it cannot."""
+    from provisioner.checkpoint.capture import checkpoint_if_changed
+    from provisioner.checkpoint.stores import CheckpointError
+
+    serve = workspace.loaded.spec.serve
+    if serve is None:
+        return
+    store = workspace.checkpoint_store(serve.checkpoint_store)
+    apps_changed = any(change.type == "serve_app" and change.action is not Action.NOOP
+                       for change in plan.changes)
+    try:
+        written = checkpoint_if_changed(session.document, store, workspace.data_dir / "packages",
+                                        workspace.name, apps_changed)
+    except CheckpointError as error:
+        error.message = f"apply complete, but no checkpoint was written: {error.message}"
+        error.args = (error.message,)
+        raise
+    if written is None:
+        return
+    checkpoint, digest = written
+    record = {"id": checkpoint.id, "store": store.uri, "manifest_digest": digest,
+              "serial": checkpoint.serial, "created_at": checkpoint.created_at}
+    session.update(lambda document: document.history.__setitem__("checkpoint", record))
+    run.view(make_event("checkpoint_written", f"Checkpoint {checkpoint.id} written to "
+                        f"{store.uri} ({len(checkpoint.apps)} app(s))", data=record))
 
 
 def _format_outputs(outputs: dict[str, Any]) -> str:

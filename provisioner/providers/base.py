@@ -41,6 +41,8 @@ Class attributes:
 ``plan_facts``     attributes a create reads at plan time (``read_facts``), shows in the plan,
                    and then requires at apply: e.g. the SSH host key trusted at first contact,
                    so a key is only ever accepted after it was shown. Usually also computed.
+``ignore_changes`` attributes recorded but never a reason to change: where this machine found
+                   something (a package's source directory), not what the resource is.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class ResourceType(abc.ABC):
     computed: ClassVar[frozenset[str]] = frozenset()
     ignore_drift: ClassVar[frozenset[str]] = frozenset()
     plan_facts: ClassVar[frozenset[str]] = frozenset()
+    ignore_changes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
@@ -130,6 +133,16 @@ class ResourceType(abc.ABC):
     def read_facts(self, address: str, desired: dict[str, Any]) -> dict[str, Any]:
         """Optional, read-only: the ``plan_facts`` of a resource about to be created."""
         return {}
+
+    def is_head(self, attributes: Mapping[str, Any]) -> bool:
+        """Optional: whether a resource of this type with ``attributes`` is a cluster's Ray head
+        (what ``recover`` probes)."""
+        return False
+
+    def head_health(self, record: LiveResource) -> str | None:
+        """Optional, for heads: None when the head answers (its machine is reachable, Ray's GCS
+        and the dashboard respond), else why it is lost. Quick and read-only."""
+        return None
 
     def status(self, record: LiveResource) -> dict[str, Any]:
         """Optional: live facts for ``provisioner status`` (nodes, app states)."""

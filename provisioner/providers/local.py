@@ -211,6 +211,24 @@ class LocalRayHead(ResourceType):
         pgid = (record or {}).get("pgid") or prior.attributes.get("pgid")
         self._stop_and_remove(address, temp_dir, pgid)
 
+    def is_head(self, attributes) -> bool:
+        return True
+
+    def head_health(self, record: LiveResource) -> str | None:
+        from provisioner.serve import dashboard
+
+        temp_dir = Path(record.attributes.get("temp_dir") or self.temp_dir_for(record.address))
+        owner = self._read_owner(temp_dir)
+        if owner is None or owner.get("lineage") != self.ctx.owner.lineage:
+            return f"its directory {temp_dir} is gone"
+        if not self._alive(temp_dir, owner):
+            return "Ray's GCS is not running"
+        try:
+            dashboard.get_version(record.attributes["dashboard_url"])
+        except (ProviderError, KeyError):
+            return "the dashboard does not answer"
+        return None
+
     def status(self, record: LiveResource) -> dict[str, Any]:
         from provisioner.serve import dashboard, readers
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from provisioner.errors import ProviderError
 from provisioner.providers.base import ListScope, LiveResource, ResourceType
-from provisioner.remote.connect import runner_for
+from provisioner.remote.connect import quick, runner_for
 from provisioner.remote.runner import json_object
 from provisioner.templates import render
 
@@ -45,7 +45,10 @@ class RayNode(ResourceType):
                            "num_cpus", "serve_http_options"})
     computed = frozenset({"session_id", "gcs_address", "dashboard_url", "package_dir",
                           "supervisor"})
-    ignore_drift = frozenset({"connection", "packages"})
+    ignore_drift = frozenset({"connection", "packages", "package_sources"})
+    # Package names (content digests) decide what a node holds; where this machine packs them
+    # from (a directory, or a file restored from a checkpoint) does not.
+    ignore_changes = frozenset({"package_sources"})
 
     # -- list ----------------------------------------------------------------------------------
 
@@ -87,7 +90,8 @@ class RayNode(ResourceType):
         session = parts[2].strip() if len(parts) > 2 else ""
         record = owner.get("attributes") or {}
         return self._live(address, {**record, "connection": attributes["connection"],
-                                    "packages": attributes.get("packages")},
+                                    "packages": attributes.get("packages"),
+                                    "package_sources": attributes.get("package_sources")},
                           owner.get("token"), session, supervisor)
 
     # -- create / update / delete ----------------------------------------------------------------
@@ -124,17 +128,19 @@ class RayNode(ResourceType):
         runner = self._runner(address, desired)
         directory = ray_dir(desired)
         self._sync_packages(address, runner, desired)
-        old_head = prior.attributes.get("head_address")
-        if desired["role"] == "worker" and desired.get("head_address") != old_head:
+        previous_session = None
+        if desired["role"] == "worker" and any(
+                desired.get(key) != prior.attributes.get(key) for key in HEAD_KEYS):
+            # Another head (or the same address with a new head, after recover): rejoin now.
+            # Ray would leave a lost head by itself only after its GCS reconnect timeout (60 s).
             self.ctx.progress(address, f"joining the new head {desired['head_address']}")
             runner.put(f"{directory}/head_address", f"{desired['head_address']}\n".encode())
-            # Ray leaves a lost head on its own after a while; make it go now.
             runner.run(f"kill $(cat {shlex.quote(directory)}/ray.pid) 2>/dev/null || true")
-            time.sleep(1)
+            previous_session = prior.attributes.get("session_id")
         owner = {**json_object(runner.read(f"{directory}/owner.json") or b"{}"),
                  "attributes": _desired_only(desired)}
         runner.put(f"{directory}/owner.json", json.dumps(owner).encode(), mode=0o600)
-        session = self._wait_until_up(address, runner, desired)
+        session = self._wait_until_up(address, runner, desired, previous_session)
         return self._live(address, desired, prior.token, session,
                           prior.attributes.get("supervisor", "loop"))
 
@@ -158,6 +164,31 @@ class RayNode(ResourceType):
             if self._probe(address, attributes) is None:
                 return  # unreachable and not ours any more: gone (e.g. the host was lost)
             raise error
+
+    # -- recover -------------------------------------------------------------------------------
+
+    def is_head(self, attributes) -> bool:
+        return attributes.get("role") == "head"
+
+    def head_health(self, record: LiveResource) -> str | None:
+        attributes = record.attributes
+        python = shlex.quote(attributes["python"])
+        url = f"http://127.0.0.1:{int(attributes['dashboard_port'])}/api/version"
+        check = (f"{python} -c 'import socket, sys, urllib.request\n"
+                 f"try: socket.create_connection((\"{attributes['node_ip']}\", "
+                 f"{int(attributes['gcs_port'])}), 3).close()\n"
+                 "except OSError: sys.exit(\"GCS\")\n"
+                 f"try: urllib.request.urlopen(\"{url}\", timeout=3)\n"
+                 "except OSError: sys.exit(\"dashboard\")'")
+        try:
+            result = runner_for(quick(attributes["connection"]), record.address).run(
+                check, timeout=15, check=False)
+        except ProviderError as error:
+            return f"its host does not answer ({error})"
+        if result.exit_code == 0:
+            return None
+        what = "GCS" if "GCS" in result.stderr else "dashboard"
+        return f"Ray's {what} does not answer on the head's host"
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -192,8 +223,10 @@ class RayNode(ResourceType):
                    " > supervisor.log 2>&1 < /dev/null &")
         return "loop"
 
-    def _wait_until_up(self, address: str, runner, desired: dict[str, Any]) -> str:
-        """Wait for this node's raylet (and on the head, the dashboard); return the session id."""
+    def _wait_until_up(self, address: str, runner, desired: dict[str, Any],
+                       previous_session: str | None = None) -> str:
+        """Wait for this node's raylet (and on the head, the dashboard); return the session id.
+        With ``previous_session``: wait for another one (a worker's session is its head's)."""
         directory = shlex.quote(ray_dir(desired))
         check = f"test -S {directory}/tmp/session_latest/sockets/raylet"
         if desired["role"] == "head":
@@ -205,7 +238,8 @@ class RayNode(ResourceType):
         while time.monotonic() < deadline:
             result = runner.run(check, timeout=30, check=False)
             session = result.stdout.strip()
-            if result.exit_code == 0 and session.startswith("session_"):
+            if (result.exit_code == 0 and session.startswith("session_")
+                    and session != previous_session):
                 return session
             self.ctx.progress(address, "waiting for Ray to start")
             time.sleep(1.5)
@@ -224,13 +258,16 @@ class RayNode(ResourceType):
         present = set(runner.run(f"ls {shlex.quote(target)} 2>/dev/null", check=False)
                       .stdout.split())
         cache = self.ctx.data_dir / "packages"
-        for package in packages:
-            if package["name"] in present:
+        sources = desired.get("package_sources") or {}
+        for name in packages:
+            if name in present:
                 continue
-            built = build_package(Path(package["source"]), cache)
-            if built.name != package["name"]:
-                raise ProviderError(f"{package['source']} changed since the plan "
-                                    f"({built.name} != {package['name']})", address=address,
+            if name not in sources:
+                raise ProviderError(f"no source is known for package {name}", address=address)
+            built = build_package(Path(sources[name]), cache)
+            if built.name != name:
+                raise ProviderError(f"{sources[name]} changed since the plan "
+                                    f"({built.name} != {name})", address=address,
                                     hint="run plan again")
             self.ctx.progress(address, f"copying {built.name}")
             runner.put(f"{target}/{built.name}", built.read_bytes())
@@ -247,7 +284,9 @@ class RayNode(ResourceType):
         }
         return LiveResource(address, f"{attributes['node_ip']}/{session}",
                             {**desired, "connection": attributes.get("connection"),
-                             "packages": attributes.get("packages"), **computed}, token)
+                             "packages": attributes.get("packages"),
+                             "package_sources": attributes.get("package_sources"), **computed},
+                            token)
 
 
 def _stop_script(attributes: dict[str, Any]) -> str:
@@ -268,7 +307,10 @@ def _stop_script(attributes: dict[str, Any]) -> str:
 
 
 DESIRED = ("role", "node_dir", "python", "node_ip", "gcs_port", "dashboard_port", "num_cpus",
-           "serve_http_options", "head_address")
+           "serve_http_options", "head_address", "head_generation")
+# A worker rejoins when either changes: ``head_generation`` counts heads replaced by recover
+# (the new head may keep the old address).
+HEAD_KEYS = ("head_address", "head_generation")
 
 
 def _desired_only(attributes: dict[str, Any]) -> dict[str, Any]:

@@ -23,3 +23,11 @@ def runner_for(target: Mapping[str, Any] | None, address: str | None = None) -> 
     target = dict(target)
     owner = target.pop("host_resource", None)
     return runner_for_target(target, resource_address=owner or address)
+
+
+def quick(target: Mapping[str, Any] | None, timeout_s: float = 3.0) -> Mapping[str, Any] | None:
+    """``target`` for a probe that must answer fast (is this machine there at all?): one
+    connect attempt with a short timeout instead of the retries a change deserves."""
+    if not target:
+        return target
+    return {**target, "connect_timeout_s": timeout_s, "connect_attempts": 1}

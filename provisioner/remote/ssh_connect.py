@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import paramiko
@@ -251,6 +251,8 @@ def connect(target: SSHTarget, *, resource_address: str | None = None,
         log.debug("connected to %s", target.display)
         return transport
 
+    if target.connect_attempts < retry.attempts:  # a quick probe: fewer tries than usual
+        retry = replace(retry, attempts=target.connect_attempts)
     return with_retries(retry, f"connecting to {target.display}", attempt)
 
 

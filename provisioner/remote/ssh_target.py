@@ -98,6 +98,7 @@ class SSHTarget:
     ssh_config: str | None = None
     connect_timeout_s: float = 10
     command_timeout_s: float = 120
+    connect_attempts: int = 4  # at most (the connect retry policy's own limit applies too)
 
     def __post_init__(self) -> None:
         if not self.address and not self.alias:
@@ -125,6 +126,8 @@ class SSHTarget:
             for name in ("connect_timeout_s", "command_timeout_s"):
                 if name in values:
                     values[name] = float(values[name])
+            if "connect_attempts" in values:
+                values["connect_attempts"] = max(1, int(values["connect_attempts"]))
         except (TypeError, ValueError) as exc:
             raise ProviderError(f"invalid SSH target: {exc}") from None
         for name in ("address", "user", "key_file", "alias", "host_key", "known_hosts", "ssh_config"):

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Iterator, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from provisioner.errors import SpecError
+from provisioner.serve.package import is_package_file
 from provisioner.spec.problems import format_path, spec_error_from_validation
 from provisioner.spec.yamlfile import LineMap, read_yaml_file
 
@@ -345,6 +346,9 @@ def _resolve_working_dirs(manifest: ServeManifest, source: str, lines: LineMap) 
         if value is None or _URI.match(value):
             continue  # unset, or a remote URI (s3://, gs://, https://, file://...zip): as written
         directory = manifest.resolve_working_dir(value)
+        if directory.is_file() and is_package_file(directory):
+            app._working_dir = directory  # a package already built (restored from a checkpoint)
+            continue
         if not directory.is_dir():
             parts = ("applications", i, "runtime_env", "working_dir")
             line = lines.line_of(parts)

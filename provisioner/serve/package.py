@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import stat
 import tempfile
 import zipfile
@@ -36,6 +38,7 @@ SKIP_FILES = frozenset({".DS_Store"})
 SKIP_SUFFIXES = (".pyc",)
 _CHUNK = 1 << 20
 _DIGEST_FORMAT = b"provisioner-package-v1\0"  # bump if what the digest covers changes
+_PACKAGE_NAME = re.compile(r"pkg_[0-9a-f]{32}\.zip")
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,16 @@ def package_name(digest: str) -> str:
     return f"pkg_{digest[:32]}.zip"
 
 
+def is_package_file(path: Path) -> bool:
+    """A package built earlier (e.g. restored from a checkpoint): a file named like one."""
+    return bool(_PACKAGE_NAME.fullmatch(path.name)) and path.is_file()
+
+
+def package_name_of(source: Path) -> str:
+    """The package name of ``source``: a directory to pack, or a package file."""
+    return source.name if is_package_file(source) else package_name(package_digest(source))
+
+
 def _zip_info(name: str, executable: bool) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
     info.create_system = 3  # unix, so external_attr carries permissions everywhere
@@ -168,8 +181,11 @@ def build_package(directory: Path, dest_dir: Path) -> Path:
     """Pack ``directory`` into ``dest_dir/package_name(digest)`` unless it is already there.
 
     Written to a temporary file and renamed, so a package file is always whole. Raises
-    :class:`SpecError` if the directory changed while it was being packed.
+    :class:`SpecError` if the directory changed while it was being packed. A package file
+    (:func:`is_package_file`) is copied as it is.
     """
+    if is_package_file(directory):
+        return _copy_package(directory, dest_dir)
     entries = _entries(directory)
     try:
         digest = _digest_of(entries)
@@ -201,3 +217,18 @@ def build_package(directory: Path, dest_dir: Path) -> Path:
             tmp.unlink()
     return final
 
+
+
+def _copy_package(source: Path, dest_dir: Path) -> Path:
+    final = dest_dir / source.name
+    if final == source or final.exists():
+        return final
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dest_dir / f".{source.name}.copy"
+    try:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise SpecError(f"cannot copy package {source} to {dest_dir}: {exc}") from None
+    return final

@@ -118,6 +118,8 @@ class ServeApp(ResourceType):
     force_new = frozenset()
     computed = frozenset({"status", "message"})
     ignore_drift = frozenset({"package_source"})
+    # The package's name (its content digest) is what matters; where it was packed from is not.
+    ignore_changes = frozenset({"package_source"})
 
     def __init__(self, ctx, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(ctx)

@@ -170,6 +170,7 @@ def load_spec(
     cli_var_order: Sequence[VarArg] | None = None,
     environ: Mapping[str, str] | None = None,
     var_items: Sequence[VarArg] | None = None,
+    manifest_override: Path | None = None,
 ) -> LoadedSpec:
     """Load and validate a spec and everything it names; raise :class:`SpecError` if invalid.
 
@@ -177,7 +178,8 @@ def load_spec(
     ``("var", "name=value")`` and ``("file", "path")`` items (see ``var_order_from_argv``);
     later items win. Without it, ``var_files`` apply first and then ``cli_vars``. Given with
     them, it must list the same items. ``var_items`` is another name for ``cli_var_order``.
-    ``environ`` defaults to ``os.environ``.
+    ``environ`` defaults to ``os.environ``. ``manifest_override`` replaces the spec's Serve
+    config file (``recover`` deploys the one a checkpoint holds).
     """
     if var_items is not None:
         if cli_var_order is not None:
@@ -194,7 +196,7 @@ def load_spec(
         environ=environ,
     )
     try:
-        return _load_resolved(path, source, data, lines, variables)
+        return _load_resolved(path, source, data, lines, variables, manifest_override)
     except SpecError as exc:
         exc.message = variables.redact(exc.message, min_length=_REDACT_MIN)
         exc.args = (exc.message,)
@@ -204,7 +206,8 @@ def load_spec(
 
 
 def _load_resolved(
-    path: Path, source: str, data: dict[str, Any], lines: LineMap, variables: ResolvedVariables
+    path: Path, source: str, data: dict[str, Any], lines: LineMap, variables: ResolvedVariables,
+    manifest_override: Path | None = None,
 ) -> LoadedSpec:
     done = interpolate(data, variables.values, source=source, sensitive=variables.sensitive)
     resolved = done.data
@@ -235,6 +238,8 @@ def _load_resolved(
     manifest = manifest_path = None
     if spec.serve is not None:
         manifest_path, shown = _relative_file(base_dir, source, spec.serve.manifest)
+        if manifest_override is not None:
+            manifest_path, shown = manifest_override, str(manifest_override)
         if not manifest_path.is_file():
             what = "is a directory" if manifest_path.is_dir() else "not found"
             raise SpecError(

@@ -86,6 +86,19 @@ class ServeConfig(SpecModel):
     manifest: str = Field(description="A Ray Serve config file, relative to the spec's directory.")
     http_port: Port = Field(8000, description="Serve's HTTP port on every node.")
     http_host: str = Field("0.0.0.0", description="Serve's HTTP host on every node.")
+    checkpoint_store: str | None = Field(
+        None, description="Where each apply that changes the applications writes a checkpoint "
+        "for recover: file://path (relative to the spec's directory), s3://bucket/prefix, "
+        "gs://bucket/prefix or custom://package.module.Class/path. Default: a checkpoints "
+        "directory next to the state file.")
+
+    @field_validator("checkpoint_store")
+    @classmethod
+    def _store_uri(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(file|s3|gs|custom)://.+", value):
+            raise expected("file://path, s3://bucket/prefix, gs://bucket/prefix or "
+                           "custom://package.module.Class/path")
+        return value
 
 
 class Spec(SpecModel):

@@ -72,8 +72,8 @@ def get(url: str, timeout: float = 5) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, ""
+    except urllib.error.HTTPError as error:  # the body says who answered (HAProxy or Serve)
+        return error.code, error.read().decode(errors="replace")[:300]
 
 
 def eventually(probe, expected, seconds: float):
@@ -96,6 +96,7 @@ class ClientLoop:
     def __init__(self, url: str, max_requests: int = 20000, max_seconds: float = 300) -> None:
         self.url, self.max_requests, self.max_seconds = url, max_requests, max_seconds
         self.results: list[tuple[float, bool]] = []
+        self.errors: list[tuple[str, str]] = []  # (UTC time, what came back)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -113,10 +114,14 @@ class ClientLoop:
             if time.monotonic() - started > self.max_seconds:
                 break
             try:
-                ok = get(self.url, timeout=5) == (200, "hello world (v1)")
-            except OSError:
-                ok = False
+                answer = get(self.url, timeout=5)
+                ok = answer == (200, "hello world (v1)")
+            except OSError as error:
+                answer, ok = error, False
             self.results.append((time.monotonic(), ok))
+            if not ok:
+                self.errors.append((time.strftime("%H:%M:%S", time.gmtime())
+                                    + f".{int(time.time() * 1000) % 1000:03d}", repr(answer)))
             time.sleep(0.02)
 
     def failures(self, after: float = 0.0) -> int:
@@ -180,12 +185,12 @@ def test_ssh_cluster_story(cluster) -> None:
     assert "Plan: 0 to add, 1 to change, 2 to destroy." in removal.stdout, removal.stdout
     with ClientLoop(f"{lb}/hello") as loop:
         time.sleep(1)
-        applied = cli(cluster, "apply", "--auto-approve")
+        applied = cli(cluster, "apply", "--auto-approve", "--json")  # timed events
         time.sleep(1)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     print(f"\nworker removal: {len(loop.results)} requests, {loop.failures()} failed")
     assert len(loop.results) > 50
-    assert loop.failures() == 0
+    assert loop.failures() == 0, (loop.errors, applied.stdout)
     assert info.harness.exec("w3", "pgrep -x raylet").returncode != 0
     assert info.harness.exec("w3", "ls -A /var/lib/provisioner").stdout.strip() == ""
 
