@@ -62,6 +62,9 @@ def make_plan(
     records = document.resources
     facts = facts or {}
     drift, prior = refresh_view(records, live, type_info)
+    if options.hold:  # not refreshed: they stay as recorded, drift included
+        drift = [d for d in drift if d.address not in options.hold]
+        prior.update({a: records[a].attributes for a in options.hold if a in records})
     desired = {} if options.destroy or blueprint is None else blueprint.resources
     secrets = blueprint.sensitive_values if blueprint else []
     _check_addresses(options, desired, records)

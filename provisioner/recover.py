@@ -54,6 +54,7 @@ class HeadPlacement:
     host: str | None  # the host the head runs on from now (None: the provider has no hosts)
     moved: bool  # a standby host takes over
     generation: int  # heads replaced by recover so far, this one included
+    unreachable: frozenset[str] = frozenset()  # candidate hosts that did not answer
 
     def record(self, spec_head: str | None) -> dict[str, Any]:
         """What the state keeps (``history.placement``) for the module to expand."""
@@ -113,9 +114,10 @@ def place_head(document: StateDocument, cluster, probe: HeadProbe) -> HeadPlacem
     candidates = [current] + [h for h in [cluster.head, *cluster.standby] if h != current]
     with ThreadPoolExecutor(max_workers=len(candidates)) as pool:
         answers = dict(zip(candidates, pool.map(lambda h: reachable(document, h), candidates)))
+    unreachable = frozenset(host for host, answered in answers.items() if not answered)
     for host in candidates:
         if answers[host]:
-            return HeadPlacement(host, host != current, generation)
+            return HeadPlacement(host, host != current, generation, unreachable)
     raise RecoverError(
         f"no host can take the head: {', '.join(candidates)} do not answer on SSH",
         hint="bring one of them back (or add a standby host to the spec), then recover again")
@@ -124,17 +126,15 @@ def place_head(document: StateDocument, cluster, probe: HeadProbe) -> HeadPlacem
 def lost_and_held(document: StateDocument, probe: HeadProbe,
                   placement: HeadPlacement) -> tuple[frozenset[str], frozenset[str]]:
     """(lost, held). Lost: known gone, not looked for by refresh: every Serve application
-    (their state lived in the lost head's GCS) and, when the head moves, everything on the old
-    head's machine. Held: the resources of that machine, which does not answer: what the spec
-    still wants there (its ssh_host, now a standby) is left as recorded, what it no longer wants
-    (the old head's ray_node) is removed from the state without calling the machine."""
+    (their state lived in the lost head's GCS) and everything on a machine that does not answer
+    (the old head's, when the head moves; a dead standby). Held: the resources of those
+    machines: what the spec still wants there (an ssh_host, now a standby) is left as recorded,
+    what it no longer wants (the old head's ray_node) is removed from the state without calling
+    the machine."""
     lost = {a for a, r in document.resources.items() if r.type == APP_TYPE}
-    held: set[str] = set()
-    if placement.moved:
-        old_host = host_of(document, probe.address)
-        for address in document.resources:
-            if address == f"{HOST_TYPE}.{old_host}" or host_of(document, address) == old_host:
-                held.add(address)
+    held = {address for address, record in document.resources.items()
+            # (apps only reach the old head through it: they are lost, and made again)
+            if record.type != APP_TYPE and host_of(document, address) in placement.unreachable}
     return frozenset(lost | held), frozenset(held)
 
 

@@ -10,141 +10,24 @@ inside the health-check window) -> a changed host key stops the plan and changes
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.harness.fixtures import harness_hosts
+from tests.e2e.ssh_support import (ClientLoop, cli, eventually, get, nodes_with_replicas,
+                                   session_ids, ssh_cluster, write_hosts)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
 HOSTS = ["lb", "head", "w1", "w2", "w3"]
 RAY_HOSTS = ["head", "w1", "w2", "w3"]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with harness_hosts(HOSTS, prefix="prve", subnet="10.237.6") as info:
-        workdir = tmp_path_factory.mktemp("ssh")
-        shutil.copy(ROOT / "examples" / "ssh" / "cluster.yaml", workdir / "cluster.yaml")
-        shutil.copytree(ROOT / "examples" / "quickstart", workdir / "quickstart")
-        spec = (workdir / "cluster.yaml").read_text()
-        (workdir / "cluster.yaml").write_text(
-            spec.replace("../quickstart/serve.yaml", "quickstart/serve.yaml"))
-        write_hosts(workdir, info, HOSTS)
-        try:
-            yield workdir, info
-        finally:
-            # Whatever happened: stop what the story left (the harness then removes the hosts).
-            subprocess.run([sys.executable, "-m", "provisioner", "destroy", "--auto-approve",
-                            "--var-file", "hosts.json", "--var", f"python={sys.executable}"],
-                           cwd=workdir, capture_output=True, timeout=300,
-                           stdin=subprocess.DEVNULL)
-
-
-def write_hosts(workdir: Path, info, names: list[str]) -> None:
-    data = info.to_json()
-    data["hosts"] = [h for h in data["hosts"] if h["name"] in names]
-    (workdir / "hosts.json").write_text(json.dumps(data))
-
-
-def cli(cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    workdir, _ = cluster
-    result = subprocess.run(
-        [sys.executable, "-m", "provisioner", *args, "--var-file", "hosts.json",
-         "--var", f"python={sys.executable}"],
-        cwd=workdir, text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    # Ray's own error texts may quote tracebacks; ours never show (they say "internal error").
-    assert "internal error" not in result.stderr, result.stderr
-    return result
-
-
-def get(url: str, timeout: float = 5) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:  # the body says who answered (HAProxy or Serve)
-        return error.code, error.read().decode(errors="replace")[:300]
-
-
-def eventually(probe, expected, seconds: float):
-    """``probe()`` until it returns ``expected`` (a node's proxy starts a little after the
-    replica Serve places there); the last answer otherwise."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            answer = probe()
-        except OSError as error:
-            answer = error
-        if answer == expected or time.monotonic() > deadline:
-            return answer == expected or answer
-        time.sleep(0.5)
-
-
-class ClientLoop:
-    """Requests through the LB the whole time, bounded in count and time; records outcomes."""
-
-    def __init__(self, url: str, max_requests: int = 20000, max_seconds: float = 300) -> None:
-        self.url, self.max_requests, self.max_seconds = url, max_requests, max_seconds
-        self.results: list[tuple[float, bool]] = []
-        self.errors: list[tuple[str, str]] = []  # (UTC time, what came back)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "ClientLoop":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        while not self._stop.is_set() and len(self.results) < self.max_requests:
-            if time.monotonic() - started > self.max_seconds:
-                break
-            try:
-                answer = get(self.url, timeout=5)
-                ok = answer == (200, "hello world (v1)")
-            except OSError as error:
-                answer, ok = error, False
-            self.results.append((time.monotonic(), ok))
-            if not ok:
-                self.errors.append((time.strftime("%H:%M:%S", time.gmtime())
-                                    + f".{int(time.time() * 1000) % 1000:03d}", repr(answer)))
-            time.sleep(0.02)
-
-    def failures(self, after: float = 0.0) -> int:
-        return sum(1 for at, ok in self.results if at >= after and not ok)
-
-
-def nodes_with_replicas(cluster) -> set[str]:
-    """Addresses of the nodes running a replica, from the head's own dashboard (which only
-    listens on the head's loopback)."""
-    _, info = cluster
-    fetch = ("import urllib.request; print(urllib.request.urlopen("
-             "'http://127.0.0.1:8265/api/serve/applications/', timeout=10).read().decode())")
-    answer = info.harness.exec("head", [sys.executable, "-c", fetch])
-    apps = json.loads(answer.stdout)["applications"]
-    return {replica["node_ip"] for app in apps.values() for d in app["deployments"].values()
-            for replica in d["replicas"] if replica["state"] == "RUNNING"}
-
-
-def session_ids(cluster, names=tuple(RAY_HOSTS)) -> dict[str, str]:
-    _, info = cluster
-    return {name: info.harness.exec(
-        name, "basename $(readlink /var/lib/provisioner/ray/tmp/session_latest)").stdout.strip()
-        for name in names}
+    with ssh_cluster(tmp_path_factory.mktemp("ssh"), HOSTS, prefix="prve",
+                     subnet="10.237.6") as made:
+        yield made
 
 
 def test_ssh_cluster_story(cluster) -> None:
@@ -169,12 +52,12 @@ def test_ssh_cluster_story(cluster) -> None:
                           (200, "hello world (v1)"), seconds=30) is True
     assert json.loads(cli(cluster, "output", "--json").stdout)["lb_url"] == lb
 
-    sessions = session_ids(cluster)
+    sessions = session_ids(cluster, RAY_HOSTS)
     assert all(s.startswith("session_") for s in sessions.values()), sessions
     assert cli(cluster, "plan", "--detailed-exitcode").returncode == 0
     again = cli(cluster, "apply", "--auto-approve")
     assert again.returncode == 0 and "0 added, 0 changed, 0 destroyed" in again.stdout
-    assert session_ids(cluster) == sessions, "a no-op apply restarted Ray"
+    assert session_ids(cluster, RAY_HOSTS) == sessions, "a no-op apply restarted Ray"
 
     # Remove w3 from the hosts file: its node and host go, the LB drops it first, no request fails.
     write_hosts(workdir, info, [h for h in HOSTS if h != "w3"])
