@@ -28,6 +28,28 @@ from provisioner.remote.runner import json_object
 from provisioner.templates import render
 
 START_TIMEOUT_S = 180.0
+WAIT_ROUND_S = 10.0
+# Run on the node by _wait_until_up: argv = ray dir, dashboard URL ("" on workers), a session
+# id that does not count (""), seconds to wait. Prints the session id once Ray is up.
+WAIT_SCRIPT = """
+import os, sys, time, urllib.request
+ray_dir, url, previous, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+latest = os.path.join(ray_dir, "tmp", "session_latest")
+end = time.time() + limit
+while time.time() < end:
+    try:
+        session = os.path.basename(os.readlink(latest))
+        if (session.startswith("session_") and session != previous
+                and os.path.exists(os.path.join(latest, "sockets", "raylet"))):
+            if url:
+                urllib.request.urlopen(url, timeout=2)
+            print(session)
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(3)
+"""
 STOP_TIMEOUT_S = 45.0
 DRAIN_S = 60.0
 UNIT = "provisioner-ray.service"
@@ -105,12 +127,16 @@ class RayNode(ResourceType):
         self.ctx.progress(address, "writing the supervisor")
         # A supervisor left from an earlier life of this node (an interrupted create, a replace)
         # must not run beside the new one.
-        runner.run(_stop_script(desired) + f"; mkdir -p {shlex.quote(directory)}/packages && "
-                   f"rm -rf {shlex.quote(directory)}/tmp", timeout=STOP_TIMEOUT_S + 60)
+        # One round trip also says whether systemd runs and which packages are there.
+        quoted = shlex.quote(directory)
+        prepared = runner.run(
+            _stop_script(desired) + f"; mkdir -p {quoted}/packages && rm -rf {quoted}/tmp && "
+            "{ [ -d /run/systemd/system ] && echo systemd || echo loop; } && "
+            f"ls {quoted}/packages", timeout=STOP_TIMEOUT_S + 60).stdout.split()
         owner = {"lineage": self.ctx.owner.lineage, "address": address, "token": token,
                  "attributes": _desired_only(desired)}
         runner.put(f"{directory}/owner.json", json.dumps(owner).encode(), mode=0o600)
-        self._sync_packages(address, runner, desired)
+        self._sync_packages(address, runner, desired, present=set(prepared[1:]))
         if desired["role"] == "worker":
             runner.put(f"{directory}/head_address", f"{desired['head_address']}\n".encode())
         supervisor_path = f"{directory}/supervisor.sh"
@@ -120,7 +146,8 @@ class RayNode(ResourceType):
             gcs_port=desired["gcs_port"], dashboard_port=desired["dashboard_port"],
             num_cpus=desired.get("num_cpus"),
         ).encode(), mode=0o755)
-        supervisor = self._start_supervisor(address, runner, directory, supervisor_path)
+        supervisor = self._start_supervisor(address, runner, directory, supervisor_path,
+                                            systemd=prepared[0] == "systemd")
         session = self._wait_until_up(address, runner, desired)
         return self._live(address, desired, token, session, supervisor)
 
@@ -215,9 +242,10 @@ class RayNode(ResourceType):
     def _runner(self, address: str, attributes: dict[str, Any]):
         return runner_for(attributes["connection"], address)
 
-    def _start_supervisor(self, address: str, runner, directory: str, script: str) -> str:
+    def _start_supervisor(self, address: str, runner, directory: str, script: str, *,
+                          systemd: bool) -> str:
         quoted = shlex.quote(directory)
-        if runner.run("[ -d /run/systemd/system ]", check=False).exit_code == 0:
+        if systemd:
             unit = render("ray-node.service.j2", address=address, supervisor_path=script)
             runner.put(f"/etc/systemd/system/{UNIT}", unit.encode())
             runner.run(f"systemctl daemon-reload && systemctl enable --now {UNIT}")
@@ -231,37 +259,40 @@ class RayNode(ResourceType):
     def _wait_until_up(self, address: str, runner, desired: dict[str, Any],
                        previous_session: str | None = None) -> str:
         """Wait for this node's raylet (and on the head, the dashboard); return the session id.
-        With ``previous_session``: wait for another one (a worker's session is its head's)."""
-        directory = shlex.quote(ray_dir(desired))
-        check = f"test -S {directory}/tmp/session_latest/sockets/raylet"
-        if desired["role"] == "head":
-            url = f"http://127.0.0.1:{int(desired['dashboard_port'])}/api/version"
-            check += (f" && {shlex.quote(desired['python'])} -c "
-                      f"'import urllib.request; urllib.request.urlopen(\"{url}\", timeout=2)'")
-        check += f" && basename \"$(readlink {directory}/tmp/session_latest)\""
+        With ``previous_session``: wait for another one (a worker's session is its head's).
+
+        The polling runs on the node (every 0.2 s, for up to WAIT_ROUND_S per command), not as
+        one SSH command per poll: an SSH round trip costs more than the poll itself."""
+        url = (f"http://127.0.0.1:{int(desired['dashboard_port'])}/api/version"
+               if desired["role"] == "head" else "")
+        command = " ".join(shlex.quote(part) for part in (
+            desired["python"], "-c", WAIT_SCRIPT, ray_dir(desired), url, previous_session or "",
+            str(WAIT_ROUND_S)))
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            result = runner.run(check, timeout=30, check=False)
+            result = runner.run(command, timeout=WAIT_ROUND_S + 30, check=False)
             session = result.stdout.strip()
-            if (result.exit_code == 0 and session.startswith("session_")
-                    and session != previous_session):
+            if result.exit_code == 0 and session.startswith("session_"):
                 return session
             self.ctx.progress(address, "waiting for Ray to start")
-            time.sleep(1.5)
+        directory = shlex.quote(ray_dir(desired))
         log = runner.run(f"tail -n 20 {directory}/supervisor.log", check=False).stdout
         raise ProviderError(f"Ray did not start within {START_TIMEOUT_S:.0f}s; supervisor log:\n"
                             f"{log}", address=address)
 
-    def _sync_packages(self, address: str, runner, desired: dict[str, Any]) -> None:
-        """Copy the Serve packages this node lacks (built locally, deterministic, by name)."""
+    def _sync_packages(self, address: str, runner, desired: dict[str, Any],
+                       present: set[str] | None = None) -> None:
+        """Copy the Serve packages this node lacks (built locally, deterministic, by name).
+        ``present``: the node's packages, when the caller already listed them."""
         packages = desired.get("packages") or []
         if not packages:
             return
         from provisioner.serve.package import build_package
 
         target = f"{ray_dir(desired)}/packages"
-        present = set(runner.run(f"ls {shlex.quote(target)} 2>/dev/null", check=False)
-                      .stdout.split())
+        if present is None:
+            present = set(runner.run(f"ls {shlex.quote(target)} 2>/dev/null", check=False)
+                          .stdout.split())
         cache = self.ctx.data_dir / "packages"
         sources = desired.get("package_sources") or {}
         for name in packages:

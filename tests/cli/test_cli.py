@@ -259,3 +259,17 @@ def test_read_only_commands_need_no_variables(workdir: Path) -> None:
     assert json.loads(run(workdir, "output", "--json").stdout) == {"groups": ["net", "node"]}
     assert run(workdir, "status").returncode == 0
     assert_clean_error(run(workdir, "output", "nope"), "no output named 'nope'", "groups")
+
+
+def test_heavy_libraries_are_imported_only_when_used() -> None:
+    """The CLI starts fast: importing every command's code pulls in no Ray, no cloud client and
+    no SSH library (each module imports them inside the function that needs them)."""
+    probe = ("import sys; import provisioner.cli.app, provisioner.cli.flows, "
+             "provisioner.cli.recovery, provisioner.recover, provisioner.workspace, "
+             "provisioner.engine, provisioner.checkpoint.layout, provisioner.checkpoint.capture; "
+             "print(sorted(m for m in ('ray', 'boto3', 'botocore', 'google.cloud.storage', "
+             "'google.cloud.compute', 'paramiko') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,96 @@
+"""Storage servers for the checkpoint store tests: moto in server mode (S3) and a GCS emulator,
+each a real process on a loopback port, always stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+
+from tests.support import free_ports
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool) or os.path.join(os.path.dirname(sys.executable), tool)
+    if not os.access(path, os.X_OK):
+        message = f"{tool} is not installed (pip install -e '.[test]')"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+@contextmanager
+def _server(command: list[str], url: str, what: str) -> Iterator[str]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not start: "
+                                       f"{process.stderr.read().decode()[-2000:]}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
+    """moto's S3 on a loopback port with ``bucket`` made; yields the environment for boto3."""
+    port = free_ports(1)[0]
+    with _server([_require("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                 f"http://127.0.0.1:{port}/moto-api/", "moto_server") as url:
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        import boto3
+
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing"
+                     ).create_bucket(Bucket=bucket)
+        del url
+        yield env
+
+
+@contextmanager
+def gcs_emulator(bucket: str) -> Iterator[dict[str, str]]:
+    """gcp-storage-emulator on a loopback port with ``bucket`` made; yields the environment
+    for google-cloud-storage."""
+    port = free_ports(1)[0]
+    with _server([_require("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port",
+                  str(port), "--in-memory"], f"http://127.0.0.1:{port}/", "GCS emulator"):
+        env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+               "GOOGLE_CLOUD_PROJECT": "test-project"}
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            from google.cloud import storage
+
+            storage.Client().create_bucket(bucket)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        yield env
