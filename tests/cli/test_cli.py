@@ -68,6 +68,9 @@ BAD_SPECS = {
                     ["clustr", "did you mean 'cluster'"]),
     "wrong_type": (MEMORY_SPEC.replace("default: 2", "default: two"), ["n", "number"]),
     "bad_var_reference": (MEMORY_SPEC.replace("${var.n}", "${var.m}"), ["var.m"]),
+    "bad_checkpoint_store": (MEMORY_SPEC + "serve:\n  manifest: serve.yaml\n"
+                             "  checkpoint_store: ftp://backups/x\n",
+                             ["serve.checkpoint_store", "s3://bucket/prefix"]),
 }
 
 
@@ -273,3 +276,16 @@ def test_heavy_libraries_are_imported_only_when_used() -> None:
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_recover_without_a_ray_head_is_a_clear_error(workdir: Path) -> None:
+    assert_clean_error(run(workdir, "recover", "--auto-approve"), "records no Ray head",
+                       "run apply")
+    assert run(workdir, "apply", "--auto-approve").returncode == 0
+    before = snapshot(workdir)
+    assert_clean_error(run(workdir, "recover", "--auto-approve"), "records no Ray head")
+    assert snapshot(workdir) == before
+    listed = run(workdir, "checkpoint", "list")
+    assert listed.returncode == 0 and "No checkpoint in file://" in listed.stdout
+    assert_clean_error(run(workdir, "checkpoint", "show", "nope"), "no checkpoint nope",
+                       code=4)

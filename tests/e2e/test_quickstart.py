@@ -163,12 +163,19 @@ def test_quickstart_user_story(quickstart) -> None:
     assert not Path(head["attributes"]["temp_dir"]).exists()
 
 
-def test_head_lost_outside_provisioner_is_drift_and_apply_restores_it(quickstart) -> None:
-    """kill -9 every process of the head (a crash): plan shows the drift and recreates the head
-    and both apps; apply brings every route back; destroy then succeeds with Ray gone."""
-    _, ports, _ = quickstart
+def test_head_lost_outside_provisioner_is_drift_and_recover_restores_it(quickstart) -> None:
+    """kill -9 every process of the head (a crash): plan shows the drift; recover recreates the
+    head and deploys both apps from the checkpoint; every route answers; destroy then succeeds
+    with Ray gone. Before the crash, recover finds the head healthy and changes nothing."""
+    workdir, ports, _ = quickstart
     base = f"http://127.0.0.1:{ports['http_port']}"
-    assert cli(quickstart, "apply", "--auto-approve").returncode == 0
+    applied = cli(quickstart, "apply", "--auto-approve")
+    assert applied.returncode == 0 and "Checkpoint " in applied.stdout, applied.stdout
+    state_file = workdir / ".provisioner" / "state.json"
+    before = state_file.read_bytes()
+    healthy = cli(quickstart, "recover")
+    assert healthy.returncode == 0 and "is healthy" in healthy.stdout, healthy.stderr
+    assert state_file.read_bytes() == before
     head = head_record(quickstart)["attributes"]
     for pid in processes.ray_processes(head["pgid"], head["temp_dir"]):
         os.kill(pid, 9)
@@ -179,9 +186,11 @@ def test_head_lost_outside_provisioner_is_drift_and_apply_restores_it(quickstart
     assert "# serve_app.hello has been deleted" in planned.stdout
     assert "Plan: 3 to add, 0 to change, 0 to destroy." in planned.stdout
 
-    applied = cli(quickstart, "apply", "--auto-approve")
-    assert applied.returncode == 0, applied.stdout + applied.stderr
+    recovered = cli(quickstart, "recover", "--auto-approve")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "every route answers through" in recovered.stdout
     assert get(f"{base}/hello") == (200, "hello world (v1)")
+    assert json.loads(state_file.read_text())["history"]["recoveries"][-1]["seconds"] > 0
     assert cli(quickstart, "plan", "--detailed-exitcode").returncode == 0
     assert cli(quickstart, "destroy", "--auto-approve").returncode == 0
     assert json.loads(cli(quickstart, "state", "list", "--json").stdout) == []
