@@ -81,10 +81,17 @@ def eventually(probe, expected, seconds: float):
 
 
 class ClientLoop:
-    """Requests through the LB the whole time, bounded in count and time; records outcomes."""
+    """Requests through the LB the whole time, bounded in count and time; records outcomes.
 
-    def __init__(self, url: str, max_requests: int = 20000, max_seconds: float = 300) -> None:
+    A request fails when it gets an error or no answer within ``timeout`` (30 s, what a real
+    client waits; a request queued in Serve while a replica moves to another node may take
+    seconds, which is slow, not failed). ``slowest`` is the longest answer that came."""
+
+    def __init__(self, url: str, max_requests: int = 20000, max_seconds: float = 300,
+                 timeout: float = 30.0) -> None:
         self.url, self.max_requests, self.max_seconds = url, max_requests, max_seconds
+        self.timeout = timeout
+        self.slowest = 0.0
         self.results: list[tuple[float, bool]] = []
         self.errors: list[tuple[str, str]] = []  # (UTC time, what came back)
         self._stop = threading.Event()
@@ -103,9 +110,11 @@ class ClientLoop:
         while not self._stop.is_set() and len(self.results) < self.max_requests:
             if time.monotonic() - started > self.max_seconds:
                 break
+            sent = time.monotonic()
             try:
-                answer = get(self.url, timeout=5)
+                answer = get(self.url, timeout=self.timeout)
                 ok = answer == (200, "hello world (v1)")
+                self.slowest = max(self.slowest, time.monotonic() - sent)
             except OSError as error:
                 answer, ok = error, False
             self.results.append((time.monotonic(), ok))

@@ -71,7 +71,8 @@ def test_ssh_cluster_story(cluster) -> None:
         applied = cli(cluster, "apply", "--auto-approve", "--json")  # timed events
         time.sleep(1)
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    print(f"\nworker removal: {len(loop.results)} requests, {loop.failures()} failed")
+    print(f"\nworker removal: {len(loop.results)} requests, {loop.failures()} failed, "
+          f"slowest answer {loop.slowest:.2f}s")
     assert len(loop.results) > 50
     assert loop.failures() == 0, (loop.errors, applied.stdout)
     assert info.harness.exec("w3", "pgrep -x raylet").returncode != 0
