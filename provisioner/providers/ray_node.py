@@ -330,11 +330,12 @@ def _stop_script(attributes: dict[str, Any]) -> str:
     Returns at once when no Ray process runs at all (`ray stop` alone costs seconds)."""
     directory = shlex.quote(ray_dir(attributes))
     return (
-        # ([x]: the pattern must not match the command line of the shell running it)
+        # Process names, not command lines: a pattern given to `pgrep -f` would match the
+        # command line of the very shell running this script.
         f"if {{ command -v systemctl >/dev/null && systemctl is-enabled --quiet {UNIT} "
-        "2>/dev/null; } || "
-        "pgrep -f '[s]upervisor[.]sh|[r]ay[.]scripts[.]scripts|[r]aylet|[g]cs_server' "
-        ">/dev/null; then " + _stop_everything(attributes, directory)
+        "2>/dev/null; } || pgrep -x raylet >/dev/null || pgrep -x gcs_server >/dev/null || "
+        f"kill -0 \"$(cat {directory}/supervisor.pid 2>/dev/null)\" 2>/dev/null; then "
+        + _stop_everything(attributes, directory)
         + f"; else rm -f {directory}/supervisor.pid; fi"
     )
 
