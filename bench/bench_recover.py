@@ -60,7 +60,10 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            status, body = http_get(self.url, timeout=2.0)
+            try:
+                status, body = http_get(self.url, timeout=2.0)
+            except Exception:  # noqa: BLE001 - e.g. http.client.IncompleteRead: a failure
+                status, body = None, ""
             self.results.append((time.perf_counter(), status == 200 and "(v1)" in body))
             time.sleep(0.02)
 
