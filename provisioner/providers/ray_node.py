@@ -15,6 +15,7 @@ replacement. An unchanged node is never touched.
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -88,28 +89,30 @@ class RayNode(ResourceType):
                rebuilding: bool = False) -> LiveResource | None:
         from provisioner.remote.ssh import HostKeyMismatch
 
-        directory = shlex.quote(ray_dir(attributes))
-        script = (
-            f"cd {directory} 2>/dev/null || exit 0; cat owner.json 2>/dev/null; echo; echo '#'; "
-            "pid=$(cat supervisor.pid 2>/dev/null); "
-            "if [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null; then echo loop; "
-            f"elif command -v systemctl >/dev/null && systemctl is-active --quiet {UNIT}; "
-            "then echo systemd; fi; echo '#'; basename \"$(readlink tmp/session_latest)\" 2>/dev/null"
-        )
+        directory = ray_dir(attributes)
         try:
-            result = self._runner(address, attributes).run(script, timeout=30, check=False)
+            # Files only (SFTP, one session per connection): a shell command would start the
+            # user's login shell on every host at every refresh.
+            runner = self._runner(address, attributes)
+            owner = json_object(runner.read(f"{directory}/owner.json") or b"")
+            if owner.get("lineage") != self.ctx.owner.lineage:
+                return None
+            pid = (runner.read(f"{directory}/supervisor.pid") or b"").decode().strip()
+            # The supervisor writes its pid under systemd too; its command line guards against
+            # a reused pid.
+            if not pid.isdigit() or b"supervisor" not in (
+                    runner.read(f"/proc/{pid}/cmdline") or b""):
+                return None
+            supervisor = ("systemd" if runner.read(f"/etc/systemd/system/{UNIT}") is not None
+                          else "loop")
+            session = posixpath.basename(runner.readlink(f"{directory}/tmp/session_latest")
+                                         or "")
         except HostKeyMismatch:
             if rebuilding:
                 return None  # its host is being rebuilt with a new key: this node goes too
             raise
         except ProviderError:
             return None  # host unreachable: the node is gone for the plan's purposes
-        parts = result.stdout.split("#\n")
-        owner = json_object(parts[0]) if parts else {}
-        supervisor = parts[1].strip() if len(parts) > 1 else ""
-        if owner.get("lineage") != self.ctx.owner.lineage or not supervisor:
-            return None
-        session = parts[2].strip() if len(parts) > 2 else ""
         record = owner.get("attributes") or {}
         return self._live(address, {**record, "connection": attributes["connection"],
                                     "packages": attributes.get("packages"),

@@ -75,6 +75,8 @@ class Runner(Protocol):
 
     def read(self, path: str) -> bytes | None: ...
 
+    def readlink(self, path: str) -> str | None: ...
+
 
 class LocalRunner:
     """This machine. See the module docstring for the contract."""
@@ -113,4 +115,10 @@ class LocalRunner:
         try:
             return Path(path).read_bytes()
         except FileNotFoundError:
+            return None
+
+    def readlink(self, path: str) -> str | None:
+        try:
+            return os.readlink(path)
+        except (FileNotFoundError, OSError):
             return None

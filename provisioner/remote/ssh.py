@@ -182,6 +182,16 @@ class SSHRunner:
             except _FILE_ERRORS as exc:
                 raise self._file_error(sftp, "read", path, exc) from None
 
+    def readlink(self, path: str) -> str | None:
+        """Where the symlink ``path`` points; None if it is missing or not a link."""
+        with self._pool.sftp(self._conn, resource_address=self.resource_address) as sftp:
+            try:
+                return sftp.readlink(path)
+            except (FileNotFoundError, paramiko.sftp.SFTPError):
+                return None
+            except _FILE_ERRORS as exc:
+                raise self._file_error(sftp, "read the link", path, exc) from None
+
     def _file_error(self, sftp: paramiko.SFTPClient, verb: str, path: str,
                     exc: BaseException) -> ProviderError:
         transport = sftp.get_channel().get_transport()
