@@ -59,15 +59,6 @@ class StateLocation:
     def data_dir(self) -> Path:
         return self.state_path.parent
 
-    def checkpoint_store(self, store_uri: str | None = None):
-        """The checkpoint store named by ``store_uri`` (default: a directory next to the
-        state)."""
-        from provisioner.checkpoint.stores import FileStore, open_store
-
-        if store_uri is None:
-            return FileStore(self.data_dir / "checkpoints")
-        return open_store(store_uri, self.workdir)
-
     def backend(self):
         from state.local import LocalBackend
 
@@ -106,6 +97,16 @@ class Workspace(StateLocation):
         if self._blueprint is None:
             self._blueprint = expand(self.loaded, self.placement)
         return self._blueprint
+
+    def checkpoint_store(self):
+        """The spec's checkpoint store (``serve.checkpoint_store``; default: a directory next
+        to the state)."""
+        from provisioner.checkpoint.stores import FileStore, open_store
+
+        serve = self.loaded.spec.serve
+        if serve is None or serve.checkpoint_store is None:
+            return FileStore(self.data_dir / "checkpoints")
+        return open_store(serve.checkpoint_store, self.workdir)
 
     def use_state(self, document: StateDocument) -> None:
         """Expand the spec as the state says the cluster is placed (see ``recover``)."""

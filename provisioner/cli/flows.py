@@ -132,10 +132,9 @@ def write_checkpoint(run, workspace, session, plan: Plan) -> None:
     from provisioner.checkpoint.capture import checkpoint_if_changed
     from provisioner.checkpoint.stores import CheckpointError
 
-    serve = workspace.loaded.spec.serve
-    if serve is None:
+    if workspace.loaded.spec.serve is None:
         return
-    store = workspace.checkpoint_store(serve.checkpoint_store)
+    store = workspace.checkpoint_store()
     apps_changed = any(change.type == "serve_app" and change.action is not Action.NOOP
                        for change in plan.changes)
     try:

@@ -35,7 +35,7 @@ def recover(run, workspace, *, checkpoint_id: str | None, auto_approve: bool, pa
                             address=probe.address, level="warn", data={"reason": probe.lost}))
 
         # The checkpoint first: without a usable one nothing may change (exit 4).
-        store = _store(workspace)
+        store = workspace.checkpoint_store()
         checkpoint, manifest = load_checkpoint(store, checkpoint_id, document.lineage)
         manifest_path = restore_manifest(store, checkpoint, manifest,
                                          workspace.data_dir / "restored" / checkpoint.id)
@@ -89,7 +89,7 @@ def recover(run, workspace, *, checkpoint_id: str | None, auto_approve: bool, pa
 def checkpoint_list(run, workspace) -> None:
     from provisioner.checkpoint.layout import latest_id, list_checkpoints
 
-    store = _store(workspace)
+    store = workspace.checkpoint_store()
     found = list_checkpoints(store)
     latest = latest_id(store) if found else None
     rows: list[dict[str, Any]] = []
@@ -123,15 +123,10 @@ def checkpoint_show(run, workspace, checkpoint_id: str) -> None:
 
     from provisioner.checkpoint.layout import load_checkpoint
 
-    checkpoint, manifest = load_checkpoint(_store(workspace), checkpoint_id, None)
+    checkpoint, manifest = load_checkpoint(workspace.checkpoint_store(), checkpoint_id, None)
     if run.json:
         print(json.dumps({**asdict(checkpoint), "manifest": manifest}, indent=2, sort_keys=True))
         return
     run.view.text(f"Checkpoint {checkpoint.id} (lineage {checkpoint.lineage}, state serial "
                   f"{checkpoint.serial}, {checkpoint.created_at})")
     run.view.text(yaml.safe_dump(manifest, sort_keys=True).rstrip())
-
-
-def _store(workspace):
-    serve = workspace.loaded.spec.serve
-    return workspace.checkpoint_store(serve.checkpoint_store if serve else None)
