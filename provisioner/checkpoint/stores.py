@@ -16,8 +16,6 @@ writes every file of a checkpoint before the ``latest`` pointer, and a reader tr
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -86,19 +84,12 @@ class FileStore(CheckpointStore):
             raise CheckpointError(f"cannot read {self._path(key)}: {error.strerror}") from None
 
     def write(self, key: str, data: bytes) -> None:
+        from provisioner.remote.runner import LocalRunner
+
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            LocalRunner().put(str(path), data, mode=0o600)
         except OSError as error:
             raise CheckpointError(f"cannot write {path}: {error.strerror}",
                                   hint="check the checkpoint store's path and permissions") from None
@@ -114,11 +105,29 @@ class FileStore(CheckpointStore):
         return keys
 
 
-class S3Store(CheckpointStore):
+class _BucketStore(CheckpointStore):
+    """A bucket and a key prefix in an object store (``<scheme>://<bucket>/<prefix>``)."""
+
+    scheme = ""
+    hint = ""
+
     def __init__(self, bucket: str, prefix: str) -> None:
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._client = None
+        self.bucket_name, self.prefix = bucket, prefix.strip("/")
+        self.uri = f"{self.scheme}://{bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, what: str, key: str, error: Exception) -> CheckpointError:
+        return CheckpointError(
+            f"{what} {self.scheme}://{self.bucket_name}/{self._key(key)} failed: {error}",
+            hint=self.hint)
+
+
+class S3Store(_BucketStore):
+    scheme = "s3"
+    hint = "check the bucket, the credentials and AWS_ENDPOINT_URL"
+    _client = None
 
     @property
     def client(self):
@@ -129,18 +138,12 @@ class S3Store(CheckpointStore):
             self._client = boto3.client("s3", config=Config(retries={"mode": "standard"}))
         return self._client
 
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _fail(self, what: str, key: str, error: Exception) -> CheckpointError:
-        return CheckpointError(f"{what} s3://{self.bucket}/{self._key(key)} failed: {error}",
-                               hint="check the bucket, the credentials and AWS_ENDPOINT_URL")
-
     def read(self, key: str) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            answer = self.client.get_object(Bucket=self.bucket_name, Key=self._key(key))
+            return answer["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
@@ -152,7 +155,7 @@ class S3Store(CheckpointStore):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            self.client.put_object(Bucket=self.bucket_name, Key=self._key(key), Body=data)
         except (BotoCoreError, ClientError) as error:
             raise self._fail("writing", key, error) from None
 
@@ -162,17 +165,16 @@ class S3Store(CheckpointStore):
         strip = len(self._key(""))
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix))
+                Bucket=self.bucket_name, Prefix=self._key(prefix))
             return [item["Key"][strip:] for page in pages for item in page.get("Contents", [])]
         except (BotoCoreError, ClientError) as error:
             raise self._fail("listing", prefix, error) from None
 
 
-class GCSStore(CheckpointStore):
-    def __init__(self, bucket: str, prefix: str) -> None:
-        self.bucket_name, self.prefix = bucket, prefix.strip("/")
-        self.uri = f"gs://{bucket}/{self.prefix}".rstrip("/")
-        self._bucket = None
+class GCSStore(_BucketStore):
+    scheme = "gs"
+    hint = "check the bucket, the credentials and STORAGE_EMULATOR_HOST"
+    _bucket = None
 
     @property
     def bucket(self):
@@ -181,13 +183,6 @@ class GCSStore(CheckpointStore):
 
             self._bucket = storage.Client().bucket(self.bucket_name)
         return self._bucket
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _fail(self, what: str, key: str, error: Exception) -> CheckpointError:
-        return CheckpointError(f"{what} gs://{self.bucket_name}/{self._key(key)} failed: {error}",
-                               hint="check the bucket, the credentials and STORAGE_EMULATOR_HOST")
 
     def read(self, key: str) -> bytes | None:
         from google.api_core import exceptions
