@@ -62,19 +62,15 @@ class HeadPlacement:
                 "generation": self.generation}
 
 
-def find_head(document: StateDocument, providers) -> tuple[str, LiveResource]:
+def probe_head(document: StateDocument, providers) -> HeadProbe:
+    """The head's health, as its resource type sees it."""
     for address, record in sorted(document.resources.items()):
-        if providers.get(record.type).is_head(record.attributes):
-            return address, LiveResource(address, record.id, dict(record.attributes),
-                                         record.token)
+        provider = providers.get(record.type)
+        if provider.is_head(record.attributes):
+            live = LiveResource(address, record.id, dict(record.attributes), record.token)
+            return HeadProbe(address, provider.head_health(live))
     raise RecoverError("the state records no Ray head: nothing to recover",
                        hint="run apply to create the cluster")
-
-
-def probe_head(document: StateDocument, providers) -> HeadProbe:
-    address, record = find_head(document, providers)
-    return HeadProbe(address, providers.get(document.resources[address].type)
-                     .head_health(record))
 
 
 def host_of(document: StateDocument, address: str) -> str | None:

@@ -33,11 +33,15 @@ def capture(document: StateDocument, cache_dir: Path) -> tuple[dict[str, Any], d
     manifest: dict[str, Any] = {"applications": []}
     packages: dict[str, Path] = {}
     for attributes in apps:
-        config = app_config({**attributes, "package_dir": attributes.get("package_dir") or "/"})
-        name = (attributes.get("runtime_env") or {}).get("working_dir")
-        if isinstance(name, str) and "://" not in name:
-            config["runtime_env"]["working_dir"] = name
-            packages[name] = _find_package(name, attributes, cache_dir)
+        # The working_dir stays as recorded (a package name, or the user's URI): app_config
+        # would turn a package name into a path on the head.
+        runtime_env = dict(attributes.get("runtime_env") or {})
+        working_dir = runtime_env.pop("working_dir", None)
+        config = app_config({**attributes, "runtime_env": runtime_env})
+        if isinstance(working_dir, str):
+            config.setdefault("runtime_env", {})["working_dir"] = working_dir
+            if "://" not in working_dir:
+                packages[working_dir] = _find_package(working_dir, attributes, cache_dir)
         manifest["applications"].append(config)
     if apps:
         first = apps[0]
