@@ -56,19 +56,25 @@ def _server(command: list[str], url: str, what: str) -> Iterator[str]:
 
 
 @contextmanager
-def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
-    """moto's S3 on a loopback port with ``bucket`` made; yields the environment for boto3."""
+def moto_server() -> Iterator[dict[str, str]]:
+    """moto in server mode (every AWS service) on a loopback port; yields the environment for
+    boto3 clients (``AWS_ENDPOINT_URL`` and test credentials)."""
     port = free_ports(1)[0]
     with _server([_require("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                 f"http://127.0.0.1:{port}/moto-api/", "moto_server") as url:
-        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                 f"http://127.0.0.1:{port}/moto-api/", "moto_server"):
+        yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextmanager
+def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
+    """:func:`moto_server` with ``bucket`` made."""
+    with moto_server() as env:
         import boto3
 
         boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                      aws_access_key_id="testing", aws_secret_access_key="testing"
                      ).create_bucket(Bucket=bucket)
-        del url
         yield env
 
 
