@@ -70,11 +70,16 @@ class StateLocation:
         def progress(address: str, message: str) -> None:
             emit(make_event("apply_progress", f"{address}: {message}", address=address))
 
+        def retry(address: str | None, message: str, data: dict[str, Any]) -> None:
+            emit(make_event("provider_retry", f"{address}: {message}" if address else message,
+                            address=address, level="warn", data=data))
+
         ctx = ProviderContext(
             owner=Owner(cluster=self.name, lineage=document.lineage),
             workdir=self.workdir,
             data_dir=self.data_dir,
             progress=progress,
+            retry=retry,
         )
         return Providers(ctx)
 

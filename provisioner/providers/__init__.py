@@ -13,6 +13,15 @@ from provisioner.errors import SpecError
 from provisioner.providers.base import ProviderContext, ResourceType
 
 RESOURCE_TYPES: dict[str, str] = {
+    "aws_autoscaling_group": "provisioner.providers.aws.autoscaling:AutoScalingGroup",
+    "aws_instance": "provisioner.providers.aws.ec2:Instance",
+    "aws_launch_template": "provisioner.providers.aws.ec2:LaunchTemplate",
+    "aws_lb": "provisioner.providers.aws.elb:LoadBalancer",
+    "aws_lb_listener": "provisioner.providers.aws.elb:Listener",
+    "aws_lb_target": "provisioner.providers.aws.elb:TargetRegistration",
+    "aws_lb_target_group": "provisioner.providers.aws.elb:TargetGroup",
+    "aws_network_interface": "provisioner.providers.aws.ec2:NetworkInterface",
+    "aws_security_group": "provisioner.providers.aws.ec2:SecurityGroup",
     "haproxy_lb": "provisioner.providers.haproxy:HAProxyLB",
     "local_ray_head": "provisioner.providers.local:LocalRayHead",
     "memory_resource": "provisioner.providers.memory:MemoryResource",

@@ -93,13 +93,18 @@ class LiveResource:
 @dataclass
 class ProviderContext:
     """What a resource type may use: the owner, the working directory of the run, where local
-    files of the run live, a progress callback (address, message), and whether the run destroys
-    everything (a type may then skip care that only matters to what stays, like draining)."""
+    files of the run live, a progress callback (address, message), a retry callback (address or
+    None, message, data) told of every retried cloud call, objects shared by the types of one run
+    (``shared``: API clients and their rate limits), and whether the run destroys everything (a
+    type may then skip care that only matters to what stays, like draining)."""
 
     owner: Owner
     workdir: Path
     data_dir: Path
     progress: Callable[[str, str], None] = field(default=lambda address, message: None)
+    retry: Callable[[str | None, str, dict[str, Any]], None] = field(
+        default=lambda address, message, data: None)
+    shared: dict[str, Any] = field(default_factory=dict)
     destroying: bool = False
 
 

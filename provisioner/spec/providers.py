@@ -11,7 +11,7 @@ from __future__ import annotations
 import graphlib
 import ipaddress
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any, Iterator, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -173,6 +173,110 @@ class SshSettings(SpecModel):
                 yield ("standby", i), f"{name!r} must name a host that is not head or LB"
 
 
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise expected("a CIDR block like 203.0.113.0/24") from None
+    return value
+
+
+class CloudRay(SpecModel):
+    """How Ray runs on cloud nodes (installed at first boot when the image lacks it)."""
+
+    python: str = Field("python3", description="Python on the image that has (or gets) Ray.")
+    install: bool = Field(True, description="pip install ray[serve] at first boot if missing.")
+    version: str | None = Field(None, description="Ray version to install; default: ours.")
+    gcs_port: Port = Field(6379, description="Head's GCS port.")
+    dashboard_port: Port = Field(8265, description="Head's dashboard port.")
+    num_cpus: Annotated[int, Field(ge=0)] | None = Field(None, description="CPUs per node.")
+
+
+class AwsHead(SpecModel):
+    """The head: one instance on a network interface that outlives it (its address is kept
+    when recover replaces the instance)."""
+
+    instance_type: str | None = Field(None, description="Default: cluster.instance_type.")
+    subnet: str | None = Field(None, description="Subnet of the head; default: subnets[0].")
+    private_ip: str | None = Field(None, description="Fixed private address; default: EC2 picks "
+                                   "one when the interface is made, and it is kept.")
+
+    @field_validator("private_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise expected("an IP address") from None
+        return value
+
+
+class AwsWorkers(SpecModel):
+    """The workers: an Auto Scaling group (health check type EC2, never ELB)."""
+
+    instance_type: str | None = Field(None, description="Default: cluster.instance_type.")
+    min_size: Annotated[int, Field(ge=0)] = 1
+    max_size: Annotated[int, Field(ge=0)] = 4
+    desired_capacity: Annotated[int, Field(ge=0)] = 2
+
+
+class AwsLoadBalancer(SpecModel):
+    """An ALB (default) or NLB in front of every node's Serve proxy."""
+
+    type: Literal["application", "network"] = Field("application", description="ALB or NLB.")
+    listen_port: Port = Field(80, description="Port clients connect to.")
+    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"],
+                                     description="Who may connect to the load balancer (ALB).")
+    idle_timeout_s: Annotated[int, Field(ge=1, le=4000)] = Field(
+        60, description="ALB idle timeout; Serve's keep-alive is set above it.")
+    deregistration_delay_s: Annotated[int, Field(ge=0, le=3600)] = Field(
+        30, description="How long a leaving node keeps its open requests.")
+    include_head: bool = Field(True, description="Register the head's proxy as a target too.")
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        return [_cidr(value) for value in values]
+
+
+class AwsSettings(SpecModel):
+    """A Ray cluster on EC2: the head on one instance, workers in an Auto Scaling group, an ALB
+    or NLB in front. The VPC and subnets are yours; everything else provisioner makes."""
+
+    region: str = Field(description="AWS region, e.g. us-east-1.")
+    vpc_id: str = Field(description="The VPC of the cluster.")
+    subnets: list[str] = Field(min_length=1, description="Subnets across availability zones "
+                               "(an ALB needs two zones at least).")
+    image_id: str = Field(description="AMI of every node (Ubuntu or Amazon Linux with systemd).")
+    instance_type: str = Field("m5.xlarge", description="Default instance type.")
+    key_name: str | None = Field(None, description="EC2 key pair for SSH; default: none.")
+    iam_instance_profile: str | None = Field(None, description="Instance profile of the nodes.")
+    operator_cidr: str = Field(description="Who may reach SSH and the Ray dashboard (the "
+                               "machine running provisioner must be inside).")
+    node_dir: str = Field("/var/lib/provisioner", description="Directory of our files on nodes.")
+    head: AwsHead = Field(default_factory=AwsHead)
+    workers: AwsWorkers = Field(default_factory=AwsWorkers)
+    lb: AwsLoadBalancer = Field(default_factory=AwsLoadBalancer)
+    ray: CloudRay = Field(default_factory=CloudRay)
+
+    @field_validator("operator_cidr")
+    @classmethod
+    def _operator(cls, value: str) -> str:
+        return _cidr(value)
+
+    def problems(self) -> Iterator[Problem]:
+        workers = self.workers
+        if not workers.min_size <= workers.desired_capacity <= workers.max_size:
+            yield ("workers", "desired_capacity"), (
+                f"must be between min_size ({workers.min_size}) and max_size "
+                f"({workers.max_size}), not {workers.desired_capacity}")
+        if self.lb.type == "application" and len(set(self.subnets)) < 2:
+            yield ("subnets",), "an application load balancer needs subnets in two zones at least"
+        if self.head.subnet is not None and self.head.subnet not in self.subnets:
+            yield ("head", "subnet"), f"{self.head.subnet!r} is not one of subnets"
+
+
 @dataclass(frozen=True)
 class ProviderInfo:
     """A provider as the spec knows it: its name and the model of its ``cluster:`` section."""
@@ -202,3 +306,4 @@ def register(name: str, settings: type[SpecModel], description: str) -> None:
 register("local", LocalSettings, "A single-node Ray cluster on this machine.")
 register("memory", MemorySettings, "In-memory resources for engine tests and benchmarks.")
 register("ssh", SshSettings, "Ray on machines reached over SSH, with HAProxy in front.")
+register("aws", AwsSettings, "Ray on EC2: an Auto Scaling group of workers behind an ALB/NLB.")

@@ -8,6 +8,9 @@ back. Rules change that on purpose:
 - :meth:`FaultProxy.inject` answers the next matching requests with an AWS-shaped error instead
   of forwarding them, so botocore sees a real throttling or server error and its retry logic
   runs as it would against AWS;
+- :meth:`FaultProxy.hold_answer` forwards the next matching request but keeps its answer back
+  until released, then drops the connection: the call happened upstream and the client never
+  learns it (a process killed while waiting is a create that got through unrecorded);
 - :meth:`FaultProxy.strip_request_headers` forwards requests without some headers, which makes
   moto behave like a store that ignores them (``If-Match``/``If-None-Match``: a store without
   conditional writes).
@@ -35,7 +38,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +83,16 @@ class _Fault:
         )
 
 
+@dataclass
+class Hold:
+    """A held answer (see :meth:`FaultProxy.hold_answer`)."""
+
+    service: str
+    operation: str
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
 class FaultProxy:
     """Records every request and forwards it to ``upstream`` (``"http://127.0.0.1:5000"``),
     except those a rule answers with an error. A context manager: entering starts the server on
@@ -97,6 +110,7 @@ class FaultProxy:
         self._calls: list[Call] = []
         self._faults: list[_Fault] = []
         self._stripped: set[str] = set()
+        self._holds: list[Hold] = []
         self._injected = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -143,6 +157,23 @@ class FaultProxy:
             raise ValueError("times must be >= 1")
         with self._lock:
             self._faults.append(_Fault(service, operation, status, code, times))
+
+    def hold_answer(self, *, service: str, operation: str) -> "Hold":
+        """Forward the next request matching ``service``/``operation``, then hold its answer:
+        ``hold.reached`` is set once upstream has answered; the client gets nothing (the
+        connection is dropped) once ``hold.release`` is set or the proxy closes."""
+        hold = Hold(service, operation)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def _take_hold(self, service: str, operation: str) -> "Hold | None":
+        with self._lock:
+            for hold in self._holds:
+                if hold.service == service and hold.operation == operation:
+                    self._holds.remove(hold)
+                    return hold
+        return None
 
     def strip_request_headers(self, *names: str) -> None:
         """Forward requests without these headers (case-insensitive), e.g. ``"If-Match",
@@ -192,6 +223,9 @@ class FaultProxy:
         server, self._server = self._server, None
         if server is None:
             return
+        with self._lock:
+            for hold in self._holds:
+                hold.release.set()
         server.shutdown()
         server.server_close()
         # Kept-alive client connections would otherwise hold their handler threads.
@@ -335,7 +369,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(service, fault.status,
                              fault.code or default_code(service, fault.status))
         else:
-            self._forward(body, chunked, proxy._stripped_headers(), record)
+            self._forward(body, chunked, proxy._stripped_headers(), record,
+                          proxy._take_hold(service, operation))
 
     def _read_body(self) -> tuple[bytes, bool]:
         """The request body, and whether it came chunked (it is then forwarded chunked)."""
@@ -368,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _forward(self, body: bytes, chunked: bool, stripped: frozenset[str],
-                 record: Callable[[int], None]) -> None:
+                 record: Callable[[int], None], hold: Hold | None = None) -> None:
         proxy = self.server.proxy
         upstream = http.client.HTTPConnection(
             proxy._upstream_host, proxy._upstream_port, timeout=_UPSTREAM_TIMEOUT_S
@@ -392,6 +427,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(message)
                 return
             record(response.status)
+            if hold is not None:
+                hold.reached.set()
+                hold.release.wait(_UPSTREAM_TIMEOUT_S)
+                self.close_connection = True
+                return
             self._relay(response)
         finally:
             upstream.close()
