@@ -13,7 +13,9 @@ A backend stores one document and one lock object. Both are written conditionall
   or expired (create-if-absent: ``O_EXCL``, ``If-None-Match``, ``ifGenerationMatch=0``) and raises
   :class:`~state.errors.LockHeldError` carrying the holder's info otherwise; ``renew_lock`` pushes
   the expiry out and fails if the lock is no longer ours; ``release_lock`` removes it only if it is
-  still ours; ``force_unlock`` removes it when its id matches, whoever holds it.
+  still ours; ``force_unlock`` removes it when its id matches, whoever holds it. A lock object
+  that does not parse counts as held, never expiring, by :data:`UNKNOWN_LOCK_ID`
+  (:func:`unreadable_lock`), so ``force_unlock("unknown")`` removes it.
 
 Backends do no retrying and hold no lock across calls: :class:`state.session.StateSession`
 builds the locked, renewed, compare-and-swap session on top. One conformance suite
@@ -71,6 +73,24 @@ class LockInfo(BaseModel):
             f"lock {self.id} held by {self.holder} for '{self.operation}' "
             f"since {self.created_at} (expires {self.expires_at})"
         )
+
+
+# A lock object that does not parse is not ignored (that would let two runs in): it counts as
+# held, forever, by a lock of this id, and ``force_unlock(UNKNOWN_LOCK_ID)`` removes it.
+UNKNOWN_LOCK_ID = "unknown"
+_NEVER = "9999-12-31T23:59:59.999Z"
+
+
+def unreadable_lock(where: str, error: Exception, created_at: str) -> LockInfo:
+    """The :class:`LockInfo` a lock object at ``where`` that does not parse counts as."""
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return LockInfo(
+        id=UNKNOWN_LOCK_ID,
+        holder=f"unknown (lock {where} does not parse: {first_line})",
+        operation="unknown",
+        created_at=created_at,
+        expires_at=_NEVER,
+    )
 
 
 def parse_time(text: str) -> datetime:

@@ -40,17 +40,15 @@ from pathlib import Path
 import filelock
 from pydantic import ValidationError
 
-from state.backend import LockInfo, Snapshot
+from state.backend import UNKNOWN_LOCK_ID, LockInfo, Snapshot, unreadable_lock  # noqa: F401
 from state.document import StateDocument, check_successor, parse_document, to_bytes
 from state.errors import LockHeldError, StateConflictError, StateCorruptError, StateError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-UNKNOWN_LOCK_ID = "unknown"
 # Guarded sections last milliseconds; waiting this long means a peer is wedged (or the
 # filesystem is), which deserves an error rather than a hang.
 GUARD_TIMEOUT_S = 30.0
-_NEVER = "9999-12-31T23:59:59.999Z"
 
 
 def digest(raw: bytes) -> str:
@@ -230,14 +228,7 @@ class LocalBackend:
         try:
             return LockInfo.model_validate_json(raw)
         except (ValidationError, ValueError) as exc:
-            first_line = str(exc).splitlines()[0]
-            return LockInfo(
-                id=UNKNOWN_LOCK_ID,
-                holder=f"unknown (lock file {self.lock_path} does not parse: {first_line})",
-                operation="unknown",
-                created_at=_mtime(self.lock_path),
-                expires_at=_NEVER,
-            )
+            return unreadable_lock(f"file {self.lock_path}", exc, _mtime(self.lock_path))
 
     def _write_lock(self, info: LockInfo) -> None:
         self._atomic_write(self.lock_path, (info.model_dump_json(indent=2) + "\n").encode())

@@ -25,8 +25,18 @@ def _local(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
     return lambda: LocalBackend(path)
 
 
+def _s3(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
+    """A fresh bucket on this module's moto server (see conftest.py); each backend makes its
+    own client from the environment, as another process would."""
+    from state.s3 import S3Backend
+
+    bucket = request.getfixturevalue("bucket")
+    return lambda: S3Backend(bucket, "clusters/test/state.json")
+
+
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], BackendFactory]] = {
     "local": _local,
+    "s3": _s3,
 }
 
 
