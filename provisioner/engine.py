@@ -19,7 +19,7 @@ import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from provisioner.blueprint import Blueprint
 from provisioner.errors import ProviderError, TransientProviderError
@@ -380,9 +380,12 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def resolve_pending(session, providers: Providers, emit: Emit) -> int:
+def resolve_pending(session, providers: Providers, emit: Emit,
+                    desired: Mapping[str, Mapping[str, Any]] | None = None) -> int:
     """Resolve journal entries left by an interrupted run: adopt what exists (found by its
-    token), clear what does not. Returns how many entries were resolved."""
+    token), clear what does not. Returns how many entries were resolved. ``desired`` (address
+    -> the spec's attributes) tells a type where to look for a resource the state never
+    recorded (its region, its host)."""
     pending = list(session.document.pending)
     if not pending:
         return 0
@@ -393,7 +396,8 @@ def resolve_pending(session, providers: Providers, emit: Emit) -> int:
     live: dict[str, LiveResource] = {}
     for type_name, entries in by_type.items():
         known = [KnownResource(e.address, records[e.address].attributes if e.address in records
-                               else {}) for e in entries]
+                               else dict((desired or {}).get(e.address) or {}))
+                 for e in entries]
         for item in providers.get(type_name).list(ListScope(providers.ctx.owner, known)):
             live[item.address] = item
 

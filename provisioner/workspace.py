@@ -7,6 +7,7 @@ The CLI builds a :class:`Workspace` and calls these steps; each returns data and
 from __future__ import annotations
 
 import json
+import posixpath
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ from provisioner.plan import Action, Plan, check_fresh, digest
 from provisioner.planner import PlanOptions, TypeInfo, make_plan
 from provisioner.providers import Providers, resource_type_class
 from provisioner.providers.base import KnownResource, ListScope, LiveResource, Owner, ProviderContext
+from provisioner.spec.loader import StateRef
+from state.backend import StateBackend
 from state.document import StateDocument
 
 
@@ -41,28 +44,41 @@ class StateLocation:
     """Where a deployment's state lives and what its providers need: enough for the commands
     that only read (output, state, status, force-unlock)."""
 
-    def __init__(self, name: str, state_path: Path, workdir: Path, emit: Emit) -> None:
+    def __init__(self, name: str, state: StateRef, workdir: Path, emit: Emit) -> None:
         self.name = name
-        self.state_path = state_path
+        self.state = state
         self.workdir = workdir
         self.emit = emit
+        self._backend: StateBackend | None = None
 
     @classmethod
     def of(cls, spec_file: Path, emit: Emit,
            var_items: Sequence[tuple[str, str]] = ()) -> "StateLocation":
         from provisioner.spec import locate_state
 
-        name, state_path = locate_state(spec_file, var_items)
-        return cls(name, state_path, spec_file.parent, emit)
+        name, state = locate_state(spec_file, var_items)
+        return cls(name, state, spec_file.parent, emit)
 
     @property
     def data_dir(self) -> Path:
-        return self.state_path.parent
+        """Local files of the runs; next to the spec (``.provisioner/``) if the state is remote."""
+        return self.state.data_dir
 
-    def backend(self):
-        from state.local import LocalBackend
+    def backend(self) -> StateBackend:
+        """The state's backend, one per command (the S3 backend checks its bucket once)."""
+        if self._backend is None:
+            state = self.state
+            if state.backend == "s3":
+                from state.s3 import S3Backend
 
-        return LocalBackend(self.state_path)
+                assert state.bucket is not None and state.key is not None
+                self._backend = S3Backend(state.bucket, state.key, region=state.region)
+            else:
+                from state.local import LocalBackend
+
+                assert state.path is not None
+                self._backend = LocalBackend(state.path)
+        return self._backend
 
     def providers(self, document: StateDocument) -> Providers:
         emit = self.emit
@@ -91,8 +107,7 @@ class Workspace(StateLocation):
                  plan_variables: dict[str, Any] | None = None) -> None:
         self._var_items = list(var_args.items)
         self.loaded = _load(spec_file, self._var_items, plan_variables)
-        super().__init__(self.loaded.spec.name, self.loaded.state_path, self.loaded.base_dir,
-                         emit)
+        super().__init__(self.loaded.spec.name, self.loaded.state, self.loaded.base_dir, emit)
         self.spec_path = self.loaded.path
         self._blueprint: Blueprint | None = None
         self.placement: dict[str, Any] | None = None
@@ -103,13 +118,24 @@ class Workspace(StateLocation):
             self._blueprint = expand(self.loaded, self.placement)
         return self._blueprint
 
+    def desired_attributes(self) -> dict[str, dict[str, Any]]:
+        """The spec's attributes by address, references unresolved (where an interrupted
+        create would have made its resource)."""
+        return {address: resource.attributes
+                for address, resource in self.blueprint.resources.items()}
+
     def checkpoint_store(self):
-        """The spec's checkpoint store (``serve.checkpoint_store``; default: a directory next
-        to the state)."""
+        """The spec's checkpoint store (``serve.checkpoint_store``; default: ``checkpoints``
+        next to the state, a directory or, for S3 state, a prefix in its bucket, so that
+        recover finds them wherever the state is found)."""
         from provisioner.checkpoint.stores import FileStore, open_store
 
         serve = self.loaded.spec.serve
         if serve is None or serve.checkpoint_store is None:
+            if self.state.backend == "s3":
+                folder = posixpath.dirname(self.state.key or "")
+                prefix = f"{folder}/checkpoints" if folder else "checkpoints"
+                return open_store(f"s3://{self.state.bucket}/{prefix}", self.workdir)
             return FileStore(self.data_dir / "checkpoints")
         return open_store(serve.checkpoint_store, self.workdir)
 

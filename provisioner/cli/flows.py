@@ -18,7 +18,7 @@ def make_plan(run, workspace, session, *, destroy: bool, targets, replace, refre
     from provisioner.planner import PlanOptions
 
     providers = workspace.providers(session.document)
-    resolve_pending(session, providers, run.view)
+    resolve_pending(session, providers, run.view, workspace.desired_attributes())
     run.view(make_event("plan_start", "Planning..." if not destroy else "Planning destroy..."))
     options = PlanOptions(destroy=destroy, targets=list(targets or []),
                           replace=list(replace or []))
@@ -81,7 +81,8 @@ def apply_saved(run, planfile: Path, parallelism: int, lock_timeout: str) -> Non
     plan = load_plan(planfile)
     workspace = run.workspace(Path(plan.spec_path), plan.variables)
     with run.session(workspace.backend(), "apply", lock_timeout) as session:
-        resolve_pending(session, workspace.providers(session.document), run.view)
+        resolve_pending(session, workspace.providers(session.document), run.view,
+                        workspace.desired_attributes())
         workspace.check_saved_plan(plan, session.document, session.version is not None,
                                    workspace.backend().describe())
         execute(run, workspace, session, plan, parallelism)

@@ -22,7 +22,7 @@ def recover(run, workspace, *, checkpoint_id: str | None, auto_approve: bool, pa
     with run.session(workspace.backend(), "recover", lock_timeout) as session:
         document = session.document
         providers = workspace.providers(document)
-        resolve_pending(session, providers, run.view)
+        resolve_pending(session, providers, run.view, workspace.desired_attributes())
         document = session.document
         run.view(make_event("recover_probe", "Probing the head..."))
         probe = rc.probe_head(document, providers)

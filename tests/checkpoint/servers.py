@@ -11,11 +11,14 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tests.support import free_ports
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _require(tool: str) -> str:
@@ -29,9 +32,9 @@ def _require(tool: str) -> str:
 
 
 @contextmanager
-def _server(command: list[str], url: str, what: str) -> Iterator[str]:
+def _server(command: list[str], url: str, what: str, cwd: Path | None = None) -> Iterator[str]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
+                               start_new_session=True, cwd=cwd)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -58,10 +61,12 @@ def _server(command: list[str], url: str, what: str) -> Iterator[str]:
 @contextmanager
 def moto_server() -> Iterator[dict[str, str]]:
     """moto in server mode (every AWS service) on a loopback port; yields the environment for
-    boto3 clients (``AWS_ENDPOINT_URL`` and test credentials)."""
+    boto3 clients (``AWS_ENDPOINT_URL`` and test credentials). Runs ``tests.aws.moto_main``:
+    moto's own server with one bug fixed (see there)."""
+    _require("moto_server")
     port = free_ports(1)[0]
-    with _server([_require("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                 f"http://127.0.0.1:{port}/moto-api/", "moto_server"):
+    with _server([sys.executable, "-m", "tests.aws.moto_main", "-H", "127.0.0.1", "-p", str(port)],
+                 f"http://127.0.0.1:{port}/moto-api/", "moto_server", cwd=REPO):
         yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
