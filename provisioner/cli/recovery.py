@@ -34,15 +34,18 @@ def recover(run, workspace, *, checkpoint_id: str | None, auto_approve: bool, pa
         run.view(make_event("head_lost", f"{probe.address} is lost: {probe.lost}",
                             address=probe.address, level="warn", data={"reason": probe.lost}))
 
-        # The checkpoint first: without a usable one nothing may change (exit 4).
-        store = workspace.checkpoint_store()
-        checkpoint, manifest = load_checkpoint(store, checkpoint_id, document.lineage)
-        manifest_path = restore_manifest(store, checkpoint, manifest,
-                                         workspace.data_dir / "restored" / checkpoint.id)
-        run.view(make_event("checkpoint_loaded", f"Checkpoint {checkpoint.id} (state serial "
-                            f"{checkpoint.serial}): {', '.join(checkpoint.apps)}",
-                            data={"id": checkpoint.id, "apps": checkpoint.apps}))
-        workspace.use_manifest(manifest_path)
+        # The checkpoint first: without a usable one nothing may change (exit 4). A cluster
+        # without Serve applications has none to restore: only its head is replaced.
+        checkpoint = None
+        if workspace.loaded.spec.serve is not None:
+            store = workspace.checkpoint_store()
+            checkpoint, manifest = load_checkpoint(store, checkpoint_id, document.lineage)
+            manifest_path = restore_manifest(store, checkpoint, manifest,
+                                             workspace.data_dir / "restored" / checkpoint.id)
+            run.view(make_event("checkpoint_loaded", f"Checkpoint {checkpoint.id} (state "
+                                f"serial {checkpoint.serial}): {', '.join(checkpoint.apps)}",
+                                data={"id": checkpoint.id, "apps": checkpoint.apps}))
+            workspace.use_manifest(manifest_path)
 
         placement = rc.place_head(document, workspace.loaded.spec.cluster, probe)
         if placement.moved:
@@ -77,7 +80,7 @@ def recover(run, workspace, *, checkpoint_id: str | None, auto_approve: bool, pa
                 make_event("apply_progress", message)))
         seconds = round(time.monotonic() - started, 3)
         record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
-                  "checkpoint": checkpoint.id, "head": placement.host or probe.address,
+                  "checkpoint": checkpoint.id if checkpoint else None, "head": placement.host or probe.address,
                   "reason": probe.lost, "routes": statuses}
         session.update(lambda doc: doc.history.__setitem__(
             "recoveries", [*(doc.history.get("recoveries") or []), record][-MAX_RECOVERIES_KEPT:]))

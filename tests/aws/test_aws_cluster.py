@@ -228,3 +228,42 @@ def test_throttling_and_server_errors_are_retried_as_events(bench: AwsBench,
     assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
     cli(workdir, bench, "destroy", "--auto-approve")
     assert bench.census(lineage) == {kind: [] for kind in KINDS}
+
+
+def test_recover_replaces_the_lost_head_behind_the_same_address(bench: AwsBench,
+                                                                workdir: Path) -> None:
+    apply(workdir, bench)
+    before = state_of(workdir)
+    records = before["resources"]
+    old_head = records["aws_instance.head"]["id"]
+    eni = records["aws_network_interface.head"]
+    target_group = records["aws_lb_target_group.serve"]["id"]
+    ec2 = bench.client("ec2")
+    ec2.terminate_instances(InstanceIds=[old_head])  # the head is lost
+
+    bench.proxy.reset()
+    result = cli(workdir, bench, "recover", "--auto-approve", "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    kinds = {e["type"] for e in events(result.stdout)}
+    assert {"head_lost", "recover_complete"} <= kinds
+    mutating = Counter(op for (_, op) in list_calls(bench)
+                       if not op.startswith(("Describe", "List", "Get")))
+    # Only the head and its registration: the workers, the group and the LB stay as they are.
+    assert set(mutating) <= {"RunInstances", "TerminateInstances", "RegisterTargets",
+                             "DeregisterTargets"}, mutating
+    assert mutating["RunInstances"] == 1
+
+    after = state_of(workdir)["resources"]
+    new_head = after["aws_instance.head"]["id"]
+    assert new_head != old_head
+    instance = ec2.describe_instances(InstanceIds=[new_head])["Reservations"][0]["Instances"][0]
+    assert instance["NetworkInterfaces"][0]["NetworkInterfaceId"] == eni["id"]
+    assert instance["PrivateIpAddress"] == eni["attributes"]["address"]
+    targets = {d["Target"]["Id"] for d in bench.client("elbv2").describe_target_health(
+        TargetGroupArn=target_group)["TargetHealthDescriptions"]}
+    assert new_head in targets and old_head not in targets
+    assert after["aws_autoscaling_group.workers"] == records["aws_autoscaling_group.workers"]
+    assert state_of(workdir)["history"]["recoveries"][-1]["checkpoint"] is None
+    assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
+    cli(workdir, bench, "destroy", "--auto-approve")
+    assert bench.census(before["lineage"]) == {kind: [] for kind in KINDS}
