@@ -18,8 +18,17 @@ KEYS = ("role", "cluster", "node_dir", "python", "install", "ray_version", "head
         "node_ip", "gcs_port", "dashboard_port", "num_cpus")
 
 
+def installed_ray_version() -> str:
+    """The Ray this provisioner runs with: nodes get the same by default (client and cluster
+    must agree on Ray's version)."""
+    from importlib.metadata import version
+
+    return version("ray")
+
+
 def render_bootstrap(address: str, bootstrap: Mapping[str, Any]) -> str:
     facts = {key: bootstrap.get(key) for key in KEYS}
+    facts["ray_version"] = facts["ray_version"] or installed_ray_version()
     ray_dir = f"{facts['node_dir']}/ray"
     supervisor = render(
         "ray-node-supervisor.sh.j2", address=address, role=facts["role"], ray_dir=ray_dir,

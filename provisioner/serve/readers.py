@@ -164,8 +164,9 @@ def app_summary(app: AppStatus) -> dict[str, Any]:
 
 
 def package_name_of(working_dir: str) -> str:
-    """``file:///…/packages/pkg_<hex>.zip`` -> ``pkg_<hex>.zip``; anything else unchanged."""
-    if working_dir.startswith("file://"):
+    """``file:///…/packages/pkg_<hex>.zip`` (or ``s3://``, ``gs://``: a package store's) ->
+    ``pkg_<hex>.zip``; anything else unchanged."""
+    if working_dir.startswith(("file://", "s3://", "gs://")):
         base = working_dir.rstrip("/").rsplit("/", 1)[-1]
         if PACKAGE_NAME.match(base):
             return base

@@ -14,6 +14,8 @@ Attributes (references already resolved by the engine): ``name``, ``dashboard_ur
 ``package_dir``, ``http_options``, ``proxy_location``, ``route_prefix``, ``import_path``,
 ``runtime_env`` (its ``working_dir`` is a package file NAME ``pkg_<hex>.zip`` when the app had a
 local working_dir, ``package_source`` then being the source directory), ``package_source``,
+``package_sync`` (``nodes``: the ray_nodes copy packages to themselves; ``store``: the package is
+put into ``package_store``, an ``s3://``/``gs://`` URI every node fetches from),
 ``deployments`` (name -> settings), ``args`` and ``extra`` (any other app keys). Computed:
 ``status`` and ``message``. Serve's own config is made by :func:`app_config`; read back by
 :func:`provisioner.serve.readers.app_attributes`.
@@ -39,7 +41,7 @@ POLL_S = 0.5
 HTTP_OPTION_KEYS = ("host", "port", "keep_alive_timeout_s")
 # Attributes Serve does not report: read back from what the state (or the spec) says.
 REFERENCE_ONLY = ("dashboard_url", "dashboard_tunnel", "package_dir", "package_source",
-                  "package_sync")
+                  "package_sync", "package_store")
 
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -52,10 +54,16 @@ def dashboard_lock(dashboard_url: str) -> threading.Lock:
         return _LOCKS.setdefault(key, threading.Lock())
 
 
-def working_dir_uri(working_dir: str, package_dir: str | None) -> str:
-    """A package file name becomes ``file://<package_dir>/<name>``; a URI stays as written."""
+def working_dir_uri(working_dir: str, package_dir: str | None,
+                    package_store: str | None = None) -> str:
+    """A package file name becomes ``file://<package_dir>/<name>``, or its URI in the package
+    store (``s3://…/packages/<name>``) when there is one; a URI stays as written."""
     if "://" in working_dir:
         return working_dir
+    if package_store:
+        from provisioner.checkpoint.layout import package_key
+
+        return f"{package_store.rstrip('/')}/{package_key(working_dir)}"
     if not package_dir:
         raise ServeError(f"working_dir {working_dir!r} is a package name but no package_dir is set")
     return f"file://{Path(package_dir) / working_dir}"
@@ -76,8 +84,9 @@ def app_config(desired: Mapping[str, Any]) -> dict[str, Any]:
     config["import_path"] = desired["import_path"]
     runtime_env = dict(desired.get("runtime_env") or {})
     if isinstance(runtime_env.get("working_dir"), str):
-        runtime_env["working_dir"] = working_dir_uri(runtime_env["working_dir"],
-                                                     desired.get("package_dir"))
+        runtime_env["working_dir"] = working_dir_uri(
+            runtime_env["working_dir"], desired.get("package_dir"),
+            desired.get("package_store") if desired.get("package_sync") == "store" else None)
     if runtime_env:
         config["runtime_env"] = runtime_env
     deployments = desired.get("deployments") or {}
@@ -235,6 +244,9 @@ class ServeApp(ResourceType):
             return
         if desired.get("package_sync") == "nodes":
             return  # every ray_node copies the packages to itself before apps deploy
+        if desired.get("package_sync") == "store":
+            self._upload_package(address, desired, working_dir, source)
+            return
         if not package_dir:
             raise ServeError("package_dir is not set", address=address)
         if source:
@@ -249,6 +261,32 @@ class ServeApp(ResourceType):
         elif not (Path(package_dir) / working_dir).is_file():
             raise ServeError(f"package {working_dir} is not in {package_dir} and no "
                              "package_source is known to build it", address=address)
+
+    def _upload_package(self, address: str, desired: Mapping[str, Any], name: str,
+                        source: str | None) -> None:
+        """Put the package where every node fetches it (the package store, e.g. the S3
+        checkpoint store: checkpoints then find it there), once: its name is its content."""
+        from provisioner.checkpoint.layout import package_key
+        from provisioner.checkpoint.stores import open_store
+        from provisioner.serve.package import build_package
+
+        store = open_store(str(desired["package_store"]), self.ctx.workdir)
+        key = package_key(name)
+        if store.exists(key):
+            return
+        cache = self.ctx.data_dir / "packages"
+        if source:
+            self.ctx.progress(address, f"packing {source}")
+            built = build_package(Path(source), cache)
+            if built.name != name:
+                raise ServeError(f"working_dir changed since plan ({source} now packs to "
+                                 f"{built.name}, the plan has {name}): run plan again",
+                                 address=address)
+        if not (cache / name).is_file():
+            raise ServeError(f"package {name} is neither in {store.uri} nor in {cache}, and "
+                             "no package_source is known to build it", address=address)
+        self.ctx.progress(address, f"uploading {name} to {store.uri}")
+        store.write(key, (cache / name).read_bytes())
 
     def _other_configs(self, address: str, live: readers.ServeStatus,
                        name: str) -> list[dict[str, Any]]:

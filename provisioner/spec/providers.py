@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import graphlib
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Iterator, Literal
 
@@ -255,6 +256,10 @@ class AwsSettings(SpecModel):
     operator_cidr: str = Field(description="Who may reach SSH and the Ray dashboard (the "
                                "machine running provisioner must be inside).")
     node_dir: str = Field("/var/lib/provisioner", description="Directory of our files on nodes.")
+    package_store: str | None = Field(
+        None, description="s3://bucket/prefix where Serve code packages go for the nodes to "
+        "fetch (the nodes' instance profile must read it); default: serve.checkpoint_store "
+        "when it is on S3.")
     head: AwsHead = Field(default_factory=AwsHead)
     workers: AwsWorkers = Field(default_factory=AwsWorkers)
     lb: AwsLoadBalancer = Field(default_factory=AwsLoadBalancer)
@@ -264,6 +269,20 @@ class AwsSettings(SpecModel):
     @classmethod
     def _operator(cls, value: str) -> str:
         return _cidr(value)
+
+    @field_validator("package_store")
+    @classmethod
+    def _package_store(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^s3://[^/]+", value):
+            raise expected("s3://bucket/prefix")
+        return value
+
+    def serve_problems(self, serve: Any) -> Iterator[Problem]:
+        """Problems of this cluster with ``serve`` (the spec's ServeConfig)."""
+        if self.package_store is None and not str(serve.checkpoint_store or "").startswith("s3://"):
+            yield ("package_store",), (
+                "Serve code must reach the nodes through S3: set cluster.package_store (or "
+                "serve.checkpoint_store) to an s3://bucket/prefix URI")
 
     def problems(self) -> Iterator[Problem]:
         workers = self.workers
