@@ -267,3 +267,24 @@ def test_recover_replaces_the_lost_head_behind_the_same_address(bench: AwsBench,
     assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
     cli(workdir, bench, "destroy", "--auto-approve")
     assert bench.census(before["lineage"]) == {kind: [] for kind in KINDS}
+
+
+def test_a_network_load_balancer_when_the_spec_asks(bench: AwsBench, workdir: Path) -> None:
+    apply(workdir, bench, "--var", "lb_type=network")
+    state = state_of(workdir)
+    records = state["resources"]
+    elb = bench.client("elbv2")
+    lb = elb.describe_load_balancers(LoadBalancerArns=[records["aws_lb.main"]["id"]])[
+        "LoadBalancers"][0]
+    assert lb["Type"] == "network"
+    group = elb.describe_target_groups(TargetGroupArns=[
+        records["aws_lb_target_group.serve"]["id"]])["TargetGroups"][0]
+    # TCP passthrough to Serve, but the health check still asks Serve over HTTP.
+    assert (group["Protocol"], group["HealthCheckProtocol"], group["HealthCheckPath"]) == (
+        "TCP", "HTTP", "/-/healthz")
+    listener = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"][0]
+    assert listener["Protocol"] == "TCP"
+    assert cli(workdir, bench, "plan", "--detailed-exitcode", "--var",
+               "lb_type=network").returncode == 0
+    cli(workdir, bench, "destroy", "--auto-approve", "--var", "lb_type=network")
+    assert bench.census(state["lineage"]) == {kind: [] for kind in KINDS}
