@@ -5,7 +5,13 @@ Entry points: :func:`load_spec` (everything a command needs) and :func:`spec_jso
 key path (``cluster.dashboard_port``, ``applications[1].deployments[0].num_replicas``).
 """
 
-from provisioner.spec.loader import DEFAULT_SPEC_NAME, LoadedSpec, load_spec, locate_state
+from provisioner.spec.loader import (
+    DEFAULT_SPEC_NAME,
+    LoadedSpec,
+    StateRef,
+    load_spec,
+    locate_state,
+)
 from provisioner.spec.models import (
     ServeConfig,
     Spec,
@@ -46,6 +52,7 @@ __all__ = [
     "ServeConfig",
     "Spec",
     "StateConfig",
+    "StateRef",
     "VarArg",
     "VariableDecl",
     "VariableValidation",

@@ -19,6 +19,7 @@ from provisioner.errors import SpecError
 from provisioner.spec.base import SpecModel
 from provisioner.spec.interpolate import interpolate
 from provisioner.spec.models import (
+    DEFAULT_S3_KEY,
     SPEC_VERSION,
     Spec,
     StateConfig,
@@ -46,6 +47,36 @@ _REDACT_MIN = 4  # shorter secrets are hidden by path only; replacing "1" everyw
 
 
 @dataclass(frozen=True)
+class StateRef:
+    """Where a spec's state lives, resolved: ``path`` for the local backend, ``bucket``,
+    ``key`` and ``region`` for s3. ``data_dir`` holds the local files of every run (package
+    cache, restored checkpoints, the memory provider's resources): the state file's directory,
+    or ``.provisioner/`` next to the spec when the state is remote."""
+
+    backend: str
+    data_dir: Path  # absolute
+    path: Path | None = None  # absolute
+    bucket: str | None = None
+    key: str | None = None
+    region: str | None = None
+
+    def describe(self) -> str:
+        if self.backend == "s3":
+            return f"s3://{self.bucket}/{self.key}"
+        return str(self.path)
+
+
+def _state_ref(base_dir: Path, source: str, name: str, config: StateConfig) -> StateRef:
+    if config.backend == "s3":
+        assert config.bucket is not None  # StateConfig.problems
+        return StateRef(backend="s3", data_dir=base_dir / ".provisioner", bucket=config.bucket,
+                        key=config.key or DEFAULT_S3_KEY.format(name=name),
+                        region=config.region)
+    path, _ = _relative_file(base_dir, source, config.path)
+    return StateRef(backend="local", data_dir=path.parent, path=path)
+
+
+@dataclass(frozen=True)
 class LoadedSpec:
     """A validated spec with everything it points at."""
 
@@ -56,8 +87,13 @@ class LoadedSpec:
     variables: ResolvedVariables
     manifest: "ServeManifest | None"
     manifest_path: Path | None  # absolute
-    state_path: Path  # absolute
+    state: StateRef
     module_dir: Path | None  # absolute; None = the built-in module of the provider
+
+    @property
+    def state_path(self) -> Path | None:
+        """The local state file (None when the state is remote)."""
+        return self.state.path
 
 
 class _Declarations(SpecModel):
@@ -223,7 +259,7 @@ def _load_resolved(
         raise SpecError(message + _at(lines, parts), source=source, path=format_path(parts))
 
     base_dir = path.resolve().parent
-    state_path, _ = _relative_file(base_dir, source, spec.state.path)
+    state = _state_ref(base_dir, source, spec.name, spec.state)
     module_dir = None
     if spec.module is not None:
         module_dir, shown = _relative_file(base_dir, source, spec.module)
@@ -269,25 +305,31 @@ def _load_resolved(
         variables=variables,
         manifest=manifest,
         manifest_path=manifest_path,
-        state_path=state_path,
+        state=state,
         module_dir=module_dir,
     )
 
 
-def locate_state(path: Path, var_items: Sequence[VarArg] = ()) -> tuple[str, Path]:
-    """The cluster name and the state file of a spec, without resolving its variables or
-    reading its manifest: what the read-only commands (output, state, status, force-unlock)
-    need, so they work without the values a plan needs. Falls back to a full load when either
-    is written with a variable."""
+def locate_state(path: Path, var_items: Sequence[VarArg] = ()) -> tuple[str, StateRef]:
+    """The cluster name and the state of a spec, without resolving its variables or reading
+    its manifest: what the read-only commands (output, state, status, force-unlock) need, so
+    they work without the values a plan needs. Falls back to a full load when either is
+    written with a variable (or is not what it should be, which that load explains)."""
     path, source = _locate(Path(path))
-    data, _ = read_yaml_file(path, source=source, what="spec file")
+    data, lines = read_yaml_file(path, source=source, what="spec file")
     name = data.get("name") if isinstance(data, dict) else None
-    state = data.get("state") if isinstance(data, dict) else None
-    default_path = StateConfig.model_fields["path"].default
-    state_path = (state or {}).get("path", default_path) if isinstance(state, (dict, type(None))) \
-        else None
-    if not isinstance(name, str) or not isinstance(state_path, str) or "${" in name + state_path:
+    state = data.get("state", {}) if isinstance(data, dict) else None
+    if state is None:
+        state = {}
+    if not isinstance(name, str) or not isinstance(state, dict) or "${" in name + repr(state):
         loaded = load_spec(path, var_items=var_items)
-        return loaded.spec.name, loaded.state_path
-    absolute, _ = _relative_file(path.resolve().parent, source, state_path)
-    return name, absolute
+        return loaded.spec.name, loaded.state
+    try:
+        config = StateConfig.model_validate(state)
+    except ValidationError as exc:
+        raise spec_error_from_validation(exc, source=source, data=state, root=StateConfig,
+                                         prefix=("state",), lines=lines) from None
+    for parts, message in config.problems():
+        full = ("state", *parts)
+        raise SpecError(message + _at(lines, full), source=source, path=format_path(full))
+    return name, _state_ref(path.resolve().parent, source, name, config)

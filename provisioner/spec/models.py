@@ -71,13 +71,62 @@ class VariableDecl(SpecModel):
             yield ("validation", "min"), f"min ({rules.min}) is greater than max ({rules.max})"
 
 
-class StateConfig(SpecModel):
-    """Where the state document lives."""
+S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+DEFAULT_S3_KEY = "provisioner/{name}/state.json"
 
-    backend: Literal["local"] = Field("local", description="Only 'local' for now.")
+
+class StateConfig(SpecModel):
+    """Where the state document lives: a local file, or an object in an S3 bucket (which must
+    enforce conditional writes). Each backend's keys are allowed with that backend only."""
+
+    backend: Literal["local", "s3"] = Field(
+        "local", description="local (a file) or s3 (an object in an S3 bucket).")
     path: str = Field(
-        ".provisioner/state.json", description="State file, relative to the spec's directory."
-    )
+        ".provisioner/state.json",
+        description="local: the state file, relative to the spec's directory.")
+    bucket: str | None = Field(None, description="s3: the bucket (required).")
+    key: str | None = Field(
+        None, description="s3: the object key; default provisioner/<name>/state.json. The lock "
+        "is the object <key>.lock.")
+    region: str | None = Field(
+        None, description="s3: the bucket's region; default: boto3's (AWS_REGION, the profile).")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(S3_BUCKET_PATTERN, value):
+            raise expected("an S3 bucket name (3-63 lowercase letters, digits, '.' and '-'; "
+                           "no s3:// and no key)")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value.startswith("/") or value.endswith("/")
+                                  or len(value.encode()) > 1000):
+            raise expected("an object key such as 'team/cluster/state.json' (not starting or "
+                           "ending with '/')")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z0-9-]+$", value):
+            raise expected("a region name such as 'us-east-1'")
+        return value
+
+    def problems(self) -> Iterator[Problem]:
+        given = self.model_fields_set
+        if self.backend == "s3":
+            if self.bucket is None:
+                yield ("bucket",), "is required when state.backend is s3"
+            if "path" in given:
+                yield ("path",), ("applies to state.backend local only; with s3 the state is "
+                                  "the object state.key in state.bucket")
+            return
+        for name in ("bucket", "key", "region"):
+            if name in given:
+                yield (name,), f"applies to state.backend s3 only (state.backend is {self.backend})"
 
 
 class ServeConfig(SpecModel):
@@ -129,6 +178,8 @@ class Spec(SpecModel):
         return value
 
     def problems(self) -> Iterator[Problem]:
+        for rel, message in self.state.problems():
+            yield ("state", *rel), message
         for name, decl in self.variables.items():
             for rel, message in decl.problems():
                 yield ("variables", name, *rel), message

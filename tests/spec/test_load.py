@@ -16,10 +16,14 @@ from provisioner.spec import (
     LocalSettings,
     MemorySettings,
     Spec,
+    StateRef,
     load_spec,
+    locate_state,
     spec_json_schema,
     spec_model,
 )
+
+from provisioner.errors import SpecError
 
 from .helpers import BASE_SPEC, SERVE_YAML, write_tree
 
@@ -116,6 +120,45 @@ def test_absolute_state_path_is_kept(tmp_path: Path) -> None:
     assert load_spec(tmp_path / "cluster.yaml", environ={}).state_path == target
 
 
+S3_STATE = BASE_SPEC + "state: {backend: s3, bucket: team-tfstate, region: eu-west-1}\n"
+
+
+def test_s3_state(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"cluster.yaml": S3_STATE})
+    loaded = load_spec(tmp_path / "cluster.yaml", environ={})
+    assert loaded.state == StateRef(backend="s3", data_dir=tmp_path / ".provisioner",
+                                    bucket="team-tfstate", key="provisioner/quickstart/state.json",
+                                    region="eu-west-1")
+    assert loaded.state_path is None
+    assert loaded.state.describe() == "s3://team-tfstate/provisioner/quickstart/state.json"
+    keyed = S3_STATE.replace("region: eu-west-1", "key: a/b.json")
+    write_tree(tmp_path, {"cluster.yaml": keyed})
+    assert load_spec(tmp_path / "cluster.yaml", environ={}).state.key == "a/b.json"
+
+
+@pytest.mark.parametrize("text", [BASE_SPEC, FULL_LOCAL, S3_STATE,
+                                  BASE_SPEC.replace("quickstart", "${var.n}")
+                                  + "variables: {n: {default: named}}\n"],
+                         ids=["default", "local-path", "s3", "name-from-variable"])
+def test_locate_state_agrees_with_load(tmp_path: Path, text: str) -> None:
+    write_tree(tmp_path, {"cluster.yaml": text, "serve.yaml": SERVE_YAML, "app/": "",
+                          "my-module/": ""})
+    loaded = load_spec(tmp_path / "cluster.yaml", environ={})
+    assert locate_state(tmp_path / "cluster.yaml") == (loaded.spec.name, loaded.state)
+
+
+def test_locate_state_refuses_a_bad_state_section(tmp_path: Path) -> None:
+    # Without the full load (the manifest is missing), still a SpecError naming file and key.
+    write_tree(tmp_path, {"cluster.yaml": BASE_SPEC + "state: {backend: s3, region: x}\n"
+                          "serve: {manifest: missing.yaml}\n"})
+    with pytest.raises(SpecError) as raised:
+        locate_state(tmp_path / "cluster.yaml")
+    assert raised.value.path == "state.bucket" and raised.value.source.endswith("cluster.yaml")
+    write_tree(tmp_path, {"cluster.yaml": BASE_SPEC + "state: {backend: s3, bucket: B}\n"})
+    with pytest.raises(SpecError, match="S3 bucket name"):
+        locate_state(tmp_path / "cluster.yaml")
+
+
 def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
     write_tree(tmp_path, {"cluster.yaml": textwrap.dedent("""\
         version: 1
@@ -142,7 +185,7 @@ def test_schema_is_valid_draft_2020_12() -> None:
     assert set(schema["discriminator"]["mapping"]) == set(PROVIDERS)
 
 
-@pytest.mark.parametrize("text", [FULL_LOCAL, MEMORY, BASE_SPEC], ids=["local-full", "memory", "minimal"])
+@pytest.mark.parametrize("text", [FULL_LOCAL, MEMORY, BASE_SPEC, S3_STATE], ids=["local-full", "memory", "minimal", "s3-state"])
 def test_valid_specs_pass_the_schema(text: str) -> None:
     jsonschema.validate(yaml.safe_load(text), spec_json_schema())
 
