@@ -119,15 +119,22 @@ class AwsApi:
             return self._clients[key]
 
     def call(self, service: str, region: str, operation: str, *, address: str | None = None,
-             **params: Any) -> dict[str, Any]:
-        """``client.<operation>(**params)`` with rate limit, retries and error translation."""
+             eventual: frozenset[str] = frozenset(), **params: Any) -> dict[str, Any]:
+        """``client.<operation>(**params)`` with rate limit, retries and error translation.
+        ``eventual``: error codes that mean "not visible yet" right after a create (EC2 is
+        eventually consistent), retried like throttling."""
         client = self.client(service, region)
         limit = self._limits[service]
         method = getattr(client, operation)
 
         def once() -> dict[str, Any]:
             limit.take()
-            return self._translate(service, operation, address, method, params)
+            try:
+                return self._translate(service, operation, address, method, params)
+            except AwsError as error:
+                if error.code in eventual:
+                    raise _Retryable(f"{error.code} (not visible yet): {error}") from None
+                raise
 
         def report(state) -> None:
             error = state.outcome.exception()

@@ -166,7 +166,7 @@ class SecurityGroup(_Ec2Type):
         if new:
             ignore_codes({"InvalidPermission.Duplicate"}, lambda: self.call(
                 region, "authorize_security_group_ingress", address=address, GroupId=group_id,
-                IpPermissions=new))
+                IpPermissions=new, eventual=GONE_SG))
         return LiveResource(address, group_id, {**desired, "id": group_id,
                                                 "aws_name": prior.attributes.get("aws_name")},
                             prior.token)
@@ -231,7 +231,7 @@ class NetworkInterface(_Ec2Type):
             "TagSpecifications": self._tag_specs("network-interface", address, token)}
         if desired.get("private_ip"):
             params["PrivateIpAddress"] = desired["private_ip"]
-        eni = self.call(region, "create_network_interface", address=address,
+        eni = self.call(region, "create_network_interface", address=address, eventual=GONE_SG,
                         **params)["NetworkInterface"]
         return LiveResource(address, eni["NetworkInterfaceId"], {
             **desired, "security_group_ids": sorted(desired["security_group_ids"]),
@@ -353,7 +353,8 @@ class LaunchTemplate(_Ec2Type):
             return live
         template = self.call(
             region, "create_launch_template", address=address, ClientToken=token,
-            LaunchTemplateName=self.name_of(desired, 128), LaunchTemplateData=template_data(address, desired),
+            LaunchTemplateName=self.name_of(desired, 128),
+            LaunchTemplateData=template_data(address, desired), eventual=GONE_SG,
             TagSpecifications=self._tag_specs("launch-template", address, token),
         )["LaunchTemplate"]
         return self._live(address, desired, template["LaunchTemplateId"],
@@ -451,7 +452,7 @@ class Instance(_Ec2Type):
         if live is None:
             instance = self.call(
                 region, "run_instances", address=address, MinCount=1, MaxCount=1,
-                ClientToken=token,
+                ClientToken=token, eventual=GONE_ENI | {"InvalidLaunchTemplateId.NotFound"},
                 LaunchTemplate={"LaunchTemplateId": desired["launch_template_id"],
                                 "Version": str(desired["launch_template_version"])},
                 NetworkInterfaces=[{"DeviceIndex": 0, "DeleteOnTermination": False,
