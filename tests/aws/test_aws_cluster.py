@@ -288,3 +288,42 @@ def test_a_network_load_balancer_when_the_spec_asks(bench: AwsBench, workdir: Pa
                "lb_type=network").returncode == 0
     cli(workdir, bench, "destroy", "--auto-approve", "--var", "lb_type=network")
     assert bench.census(state["lineage"]) == {kind: [] for kind in KINDS}
+
+
+def test_two_applies_at_once_on_s3_state_one_holds_the_lock_no_update_is_lost(
+        bench: AwsBench, tmp_path: Path) -> None:
+    bucket = "provisioner-state-race"
+    bench.client("s3").create_bucket(Bucket=bucket)
+    workdir = write_workdir(tmp_path / "aws", bench.network(),
+                            state={"backend": "s3", "bucket": bucket, "key": "race/state.json"})
+    command = [sys.executable, "-m", "provisioner", "apply", "--auto-approve", "--var-file",
+               "aws.json"]
+    runs = [subprocess.Popen(command, cwd=workdir, env=bench.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+            for _ in range(2)]
+    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 3], [(code, err[-1500:]) for code, _, err in results]
+    loser = next(err for code, _, err in results if code == 3)
+    assert "lock" in loser and "held by" in loser, loser
+    assert "Traceback" not in loser
+
+    import json
+
+    stored = json.loads(bench.client("s3").get_object(Bucket=bucket, Key="race/state.json")[
+        "Body"].read())
+    assert not stored["pending"]
+    records = stored["resources"]
+    assert len(records) == 11
+    # Everything that exists is recorded: the loser made nothing, the winner lost nothing.
+    census = bench.census(stored["lineage"])
+    assert sorted(census["security_groups"]) == sorted(
+        r["id"] for a, r in records.items() if a.startswith("aws_security_group."))
+    assert census["auto_scaling_groups"] == [records["aws_autoscaling_group.workers"]["id"]]
+    assert bench.client("s3").list_objects_v2(Bucket=bucket, Prefix="race/state.json.lock").get(
+        "KeyCount") == 0  # released
+
+    plan = cli(workdir, bench, "plan", "--detailed-exitcode")
+    assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr
+    cli(workdir, bench, "destroy", "--auto-approve")
+    assert bench.census(stored["lineage"]) == {kind: [] for kind in KINDS}
