@@ -395,6 +395,7 @@ def test_mig_resize_creates_and_removes_managed_instances(fake):
                                     InstanceGroupsListInstancesRequest(instance_state="ALL"))
     assert {m.instance.rsplit("/", 1)[1] for m in members} == set(vms)
     assert groups.get(**P(fake), zone=ZONE, instance_group="rs-mig").size == 2
+    assert "rs-mig" in [g.name for g in groups.list(**P(fake), zone=ZONE)]
 
     migs.resize(**P(fake), zone=ZONE, instance_group_manager="rs-mig", size=4).result()
     assert sorted(a for a, _ in managed().values()) == ["CREATING", "CREATING", "NONE", "NONE"]
@@ -504,6 +505,10 @@ def test_errors_are_googles_and_raise_the_right_exceptions(fake):
     assert exists.value.errors[0]["reason"] == "alreadyExists"
 
     vm = instances.get(**P(fake), zone=ZONE, instance="err-vm")
+    assert instances.get(**P(fake), zone=ZONE, instance=str(vm.id)).name == "err-vm"  # by id
+    with pytest.raises(exceptions.BadRequest) as bad_path:
+        instances.get(**P(fake), zone=ZONE, instance="Err_VM")
+    assert bad_path.value.errors[0]["reason"] == "invalidParameter"
     labels = c.InstancesSetLabelsRequest(labels={"team": "b"},
                                          label_fingerprint=vm.label_fingerprint)
     instances.set_labels(**P(fake), zone=ZONE, instance="err-vm",
@@ -529,6 +534,9 @@ def test_errors_are_googles_and_raise_the_right_exceptions(fake):
     wrong_net.network_interfaces[0].subnetwork = f"regions/{REGION}/subnetworks/nope"
     with pytest.raises(exceptions.BadRequest, match="referenced subnetwork"):
         instances.insert(**P(fake), zone=ZONE, instance_resource=wrong_net)
+    with pytest.raises(exceptions.BadRequest, match="HTTP healthCheck missing"):
+        fake.client(c.HealthChecksClient).insert(**P(fake), health_check_resource=c.HealthCheck(
+            name="err-hc", type_="HTTP"))
     with pytest.raises(exceptions.MethodNotImplemented):          # never silently accepted
         instances.stop(**P(fake), zone=ZONE, instance="err-vm")
     instances.delete(**P(fake), zone=ZONE, instance="err-vm").result()
@@ -705,6 +713,13 @@ def test_patch_update_and_fingerprints(fake):
     with pytest.raises(exceptions.PreconditionFailed):
         services.patch(**P(fake), backend_service="fp-bs",
                        backend_service_resource=c.BackendService(timeout_sec=90, fingerprint=old))
+
+    bs.timeout_sec = 45                                             # update: the whole body
+    services.update(**P(fake), backend_service="fp-bs", backend_service_resource=bs).result()
+    with pytest.raises(exceptions.PreconditionFailed):
+        services.update(**P(fake), backend_service="fp-bs", backend_service_resource=bs)
+    bs = services.get(**P(fake), backend_service="fp-bs")
+    assert bs.timeout_sec == 45 and list(bs.health_checks) == [f"{API}/global/healthChecks/fp-hc"]
 
     # a change while another operation on the same resource runs is refused
     fake.operation_polls_before_done = 5

@@ -1,15 +1,16 @@
 """Load-balancing parts: health checks, backend services, URL maps, target HTTP proxies and
 forwarding rules (global and regional), with the checks GCE makes on them.
 
-Rules taken from the API reference (field docs in google/cloud/compute_v1/types/compute.py):
-"at most one health check can be specified for each backend service. Backend services with
-instance group or zonal NEG backends must have a health check"; backend service, URL map and
-target proxy fingerprints "must be provided in order to update" (else 412 conditionNotMet);
-forwarding rules take an IPAddress as a literal or a reference to a reserved address and are
-given an ephemeral one otherwise. From GCE's behaviour: a global forwarding rule to a target
-HTTP proxy accepts only ports 80 and 8080; the forwarding rule's loadBalancingScheme must match
-the backend services behind it (EXTERNAL for the classic Application LB, EXTERNAL_MANAGED for
-the global external one).
+Rules taken from the API reference (field docs in google/cloud/compute_v1/types/compute.py): "at
+most one health check can be specified for each backend service. Backend services with instance
+group or zonal NEG backends must have a health check"; backend service, URL map and target proxy
+fingerprints "must be provided in order to update" (else 412 conditionNotMet); forwarding rules
+take an IPAddress as a literal or a reference to a reserved address and are given an ephemeral
+one otherwise. From GCE's behaviour: a global forwarding rule to a target HTTP proxy accepts
+only ports 80 and 8080 (the classic load balancer's rule; the fake applies it to
+EXTERNAL_MANAGED too, which may be stricter than GCE, never looser); the forwarding rule's
+loadBalancingScheme must match the backend services behind it (EXTERNAL for the classic
+Application LB, EXTERNAL_MANAGED for the global external one).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def build_health_check(world, res, params: dict) -> None:
         if other != sub and other in body:
             raise invalid(f"resource.{other}", "", f"The health check type is {body['type']}; "
                           f"only {sub} may be set.")
-    spec = body.setdefault(sub, {})
+    if sub not in body:   # GCE: "Invalid value for field 'resource.httpHealthCheck': ''.
+        raise invalid(f"resource.{sub}", "", f"{body['type']} healthCheck missing.")  # HTTP..."
+    spec = body[sub]
     if spec.get("portName") and "port" not in spec:
         spec.setdefault("portSpecification", "USE_NAMED_PORT")
     elif spec.get("portSpecification") != "USE_SERVING_PORT":

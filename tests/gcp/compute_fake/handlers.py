@@ -6,6 +6,7 @@ come back at once, as HTTP errors) and returns an operation whose effect applies
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from .links import API, check_name, fingerprint
 from .listing import page
 from .world import Resource
 
+_PATH_PATTERN = "[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?|[1-9][0-9]{0,19}"   # a name or an id
+_PATH_NAME = re.compile(f"(?:{_PATH_PATTERN})\\Z")
 MUTATING = ("insert", "delete", "patch", "update", "setLabels", "setTarget", "setUrlMap",
             "resize", "setNamedPorts")
 _OUTPUT_ONLY = ("kind", "id", "creationTimestamp", "selfLink", "zone", "region", "status",
@@ -62,6 +65,10 @@ def handle(world, route: Route, params: dict, body: dict) -> dict:
             return copy.deepcopy(seen.body)   # the original operation; nothing runs twice
     if route.collection == "operations":
         return _operations(world, route, params)
+    if route.name is not None and not _PATH_NAME.match(route.name):
+        raise errors.ApiError(400, "invalidParameter", f"Invalid value '{route.name}'. Values "
+                              f"must match the following regular expression: "
+                              f"'{_PATH_PATTERN}'")
     kind = KINDS.get(route.collection)
     if kind is None or route.scope_kind not in kind.scopes:
         raise errors.unsupported(route.http_method, f"{route.scope}/{route.collection}")

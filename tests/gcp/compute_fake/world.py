@@ -1,11 +1,13 @@
 """The fake's state: every resource of the project, its operations and the knobs tests turn.
 
 A resource being inserted is stored at once (its name is taken: a second insert gets 409) but
-stays invisible (get 404, left out of lists) until its operation is DONE; GCE may show some
-kinds earlier (an instance as PROVISIONING), so a caller that works here is one that waits for
-the operation, which is right against both. A resource being deleted stays visible until its
-operation is DONE. While an operation on a resource runs, another change to it is refused with
-400 ``resourceNotReady``, as GCE does for concurrent changes to load-balancing resources.
+stays invisible (get 404, left out of lists) until its operation is DONE. GCE does answer 404
+for a resource whose insert is still running (googleapis/nodejs-compute#377: a get right after
+an insert that later failed), though it shows some kinds earlier (an instance as PROVISIONING);
+a caller that works here is one that waits for the operation, which is right against both. A
+resource being deleted stays visible until its operation is DONE. While an operation on a
+resource runs, another change to it is refused with 400 ``resourceNotReady``, as GCE does for
+concurrent changes to load-balancing resources.
 """
 
 from __future__ import annotations
@@ -71,8 +73,12 @@ class World:
         return res if res is not None and res.state != "creating" else None
 
     def require(self, scope: str, collection: str, name: str) -> Resource:
+        """A visible resource by name or, as the API also accepts, by numeric id."""
         path = self.path(scope, collection, name)
         res = self.visible(path)
+        if res is None and name.isdigit():
+            res = next((r for r in self.in_scope(scope, collection) if r.body["id"] == name),
+                       None)
         if res is None:
             raise errors.not_found(path)
         return res
