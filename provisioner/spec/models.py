@@ -186,6 +186,11 @@ class Spec(SpecModel):
         if isinstance(self.cluster, SpecModel):
             for rel, message in self.cluster.problems():
                 yield ("cluster", *rel), message
+            # Settings that depend on the Serve section (a cloud cluster's package store).
+            serve_problems = getattr(self.cluster, "serve_problems", None)
+            if self.serve is not None and serve_problems is not None:
+                for rel, message in serve_problems(self.serve):
+                    yield ("cluster", *rel), message
 
 
 @functools.cache

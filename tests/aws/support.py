@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +24,7 @@ from tests.aws.faultproxy import FaultProxy
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "aws" / "cluster.yaml"
 REGION = "us-east-1"
+STATE_KEY = "awsdemo/state.json"  # the example's state.key
 
 
 @dataclass
@@ -48,15 +50,24 @@ class AwsBench:
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def network(self) -> dict[str, Any]:
-        """moto's default VPC, two of its subnets and an image: the example's variables."""
+        """The example's variables: moto's default VPC, two of its subnets, an image and a new
+        bucket (state, checkpoints)."""
         ec2 = self.client("ec2")
         vpc = next(v for v in ec2.describe_vpcs()["Vpcs"] if v.get("IsDefault"))
         subnets = sorted(ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [
             vpc["VpcId"]]}])["Subnets"], key=lambda s: s["AvailabilityZone"])
         image = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
+        bucket = f"state-{uuid.uuid4().hex[:12]}"
+        self.client("s3").create_bucket(Bucket=bucket)
         return {"region": REGION, "vpc_id": vpc["VpcId"],
                 "subnets": [s["SubnetId"] for s in subnets[:2]], "image_id": image,
-                "operator_cidr": "127.0.0.1/32"}
+                "operator_cidr": "127.0.0.1/32", "bucket": bucket}
+
+    def state(self, workdir: Path) -> dict[str, Any]:
+        """The state document as stored in the example's S3 state object."""
+        bucket = json.loads((workdir / "aws.json").read_text())["bucket"]
+        body = self.client("s3").get_object(Bucket=bucket, Key=STATE_KEY)["Body"].read()
+        return json.loads(body)
 
     def census(self, lineage: str) -> dict[str, list[str]]:
         """Everything tagged with ``lineage``, by kind, listed the way an auditor would."""
@@ -93,13 +104,10 @@ class AwsBench:
         return found
 
 
-def write_workdir(directory: Path, variables: dict[str, Any], *, state: dict | None = None
-                  ) -> Path:
+def write_workdir(directory: Path, variables: dict[str, Any]) -> Path:
     """The example (without ``serve:``) and a variables file in ``directory``."""
     spec = yaml.safe_load(EXAMPLE.read_text())
     spec.pop("serve", None)
-    if state is not None:
-        spec["state"] = state
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "cluster.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     (directory / "aws.json").write_text(json.dumps(variables))
@@ -114,10 +122,6 @@ def cli(workdir: Path, bench: AwsBench, *args: str, timeout: float = 300,
     assert "internal error" not in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     return result
-
-
-def state_of(workdir: Path) -> dict[str, Any]:
-    return json.loads((workdir / ".provisioner" / "state.json").read_text())
 
 
 def events(output: str) -> Iterator[dict[str, Any]]:

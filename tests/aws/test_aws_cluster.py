@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from tests.aws.faultproxy import FaultProxy
-from tests.aws.support import AwsBench, cli, events, state_of, write_workdir
+from tests.aws.support import STATE_KEY, AwsBench, cli, events, write_workdir
 from tests.checkpoint.servers import moto_server
 
 KINDS = ("security_groups", "network_interfaces", "launch_templates", "instances",
@@ -46,12 +46,13 @@ def apply(workdir: Path, bench: AwsBench, *extra: str) -> subprocess.CompletedPr
 
 
 def list_calls(bench: AwsBench) -> Counter:
-    return Counter((c.service, c.operation) for c in bench.proxy.calls)
+    """The infrastructure calls the proxy saw (S3 carries the state: not counted)."""
+    return Counter((c.service, c.operation) for c in bench.proxy.calls if c.service != "s3")
 
 
 def test_apply_makes_the_whole_cluster_tagged_and_wired(bench: AwsBench, workdir: Path) -> None:
     result = apply(workdir, bench)
-    state = state_of(workdir)
+    state = bench.state(workdir)
     lineage = state["lineage"]
     census = bench.census(lineage)
     assert {kind: len(census[kind]) for kind in KINDS} == {
@@ -138,7 +139,7 @@ def test_refresh_costs_the_same_for_2_and_50_workers_and_scaling_updates_the_gro
                 if not op.startswith(("Describe", "List", "Get"))}
     assert mutating == {"UpdateAutoScalingGroup"}, mutating
     group = bench.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[
-        state_of(workdir)["resources"]["aws_autoscaling_group.workers"]["id"]])[
+        bench.state(workdir)["resources"]["aws_autoscaling_group.workers"]["id"]])[
         "AutoScalingGroups"][0]
     assert (group["DesiredCapacity"], len(group["Instances"])) == (50, 50)
 
@@ -171,7 +172,7 @@ def test_an_apply_killed_after_creating_a_launch_template_is_adopted(
             process.wait()
         process.stdout.close()
         process.stderr.close()
-    state = state_of(workdir)
+    state = bench.state(workdir)
     lineage = state["lineage"]
     pending = {(p["address"], p["action"]) for p in state["pending"]}
     held = [a for a, action in pending if a.startswith("aws_launch_template.")]
@@ -191,7 +192,7 @@ def test_an_apply_killed_after_creating_a_launch_template_is_adopted(
     assert sorted(after["launch_templates"]) == sorted(set(after["launch_templates"]))
     assert len(after["launch_templates"]) == 2, after
     assert set(before) <= set(after["launch_templates"])  # adopted, not made again
-    records = state_of(workdir)["resources"]
+    records = bench.state(workdir)["resources"]
     assert {records["aws_launch_template.head"]["id"],
             records["aws_launch_template.workers"]["id"]} == set(after["launch_templates"])
     assert len(after["security_groups"]) == 2 and len(after["network_interfaces"]) == 1
@@ -221,7 +222,7 @@ def test_throttling_and_server_errors_are_retried_as_events(bench: AwsBench,
     assert proxy.injected == 5
     assert all(e["level"] == "warn" for e in retries)
     print(f"apply with 5 injected faults: {time.monotonic() - started:.1f}s, retries {dict(seen)}")
-    lineage = state_of(workdir)["lineage"]
+    lineage = bench.state(workdir)["lineage"]
     census = bench.census(lineage)
     assert len(census["security_groups"]) == 2  # retried creates made no duplicates
     assert len(census["auto_scaling_groups"]) == 1
@@ -233,7 +234,7 @@ def test_throttling_and_server_errors_are_retried_as_events(bench: AwsBench,
 def test_recover_replaces_the_lost_head_behind_the_same_address(bench: AwsBench,
                                                                 workdir: Path) -> None:
     apply(workdir, bench)
-    before = state_of(workdir)
+    before = bench.state(workdir)
     records = before["resources"]
     old_head = records["aws_instance.head"]["id"]
     eni = records["aws_network_interface.head"]
@@ -253,7 +254,7 @@ def test_recover_replaces_the_lost_head_behind_the_same_address(bench: AwsBench,
                              "DeregisterTargets"}, mutating
     assert mutating["RunInstances"] == 1
 
-    after = state_of(workdir)["resources"]
+    after = bench.state(workdir)["resources"]
     new_head = after["aws_instance.head"]["id"]
     assert new_head != old_head
     instance = ec2.describe_instances(InstanceIds=[new_head])["Reservations"][0]["Instances"][0]
@@ -263,7 +264,7 @@ def test_recover_replaces_the_lost_head_behind_the_same_address(bench: AwsBench,
         TargetGroupArn=target_group)["TargetHealthDescriptions"]}
     assert new_head in targets and old_head not in targets
     assert after["aws_autoscaling_group.workers"] == records["aws_autoscaling_group.workers"]
-    assert state_of(workdir)["history"]["recoveries"][-1]["checkpoint"] is None
+    assert bench.state(workdir)["history"]["recoveries"][-1]["checkpoint"] is None
     assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
     cli(workdir, bench, "destroy", "--auto-approve")
     assert bench.census(before["lineage"]) == {kind: [] for kind in KINDS}
@@ -271,7 +272,7 @@ def test_recover_replaces_the_lost_head_behind_the_same_address(bench: AwsBench,
 
 def test_a_network_load_balancer_when_the_spec_asks(bench: AwsBench, workdir: Path) -> None:
     apply(workdir, bench, "--var", "lb_type=network")
-    state = state_of(workdir)
+    state = bench.state(workdir)
     records = state["resources"]
     elb = bench.client("elbv2")
     lb = elb.describe_load_balancers(LoadBalancerArns=[records["aws_lb.main"]["id"]])[
@@ -291,11 +292,10 @@ def test_a_network_load_balancer_when_the_spec_asks(bench: AwsBench, workdir: Pa
 
 
 def test_two_applies_at_once_on_s3_state_one_holds_the_lock_no_update_is_lost(
-        bench: AwsBench, tmp_path: Path) -> None:
-    bucket = "provisioner-state-race"
-    bench.client("s3").create_bucket(Bucket=bucket)
-    workdir = write_workdir(tmp_path / "aws", bench.network(),
-                            state={"backend": "s3", "bucket": bucket, "key": "race/state.json"})
+        bench: AwsBench, workdir: Path) -> None:
+    import json
+
+    bucket = json.loads((workdir / "aws.json").read_text())["bucket"]
     command = [sys.executable, "-m", "provisioner", "apply", "--auto-approve", "--var-file",
                "aws.json"]
     runs = [subprocess.Popen(command, cwd=workdir, env=bench.env, stdout=subprocess.PIPE,
@@ -308,10 +308,7 @@ def test_two_applies_at_once_on_s3_state_one_holds_the_lock_no_update_is_lost(
     assert "lock" in loser and "held by" in loser, loser
     assert "Traceback" not in loser
 
-    import json
-
-    stored = json.loads(bench.client("s3").get_object(Bucket=bucket, Key="race/state.json")[
-        "Body"].read())
+    stored = bench.state(workdir)
     assert not stored["pending"]
     records = stored["resources"]
     assert len(records) == 11
@@ -320,7 +317,7 @@ def test_two_applies_at_once_on_s3_state_one_holds_the_lock_no_update_is_lost(
     assert sorted(census["security_groups"]) == sorted(
         r["id"] for a, r in records.items() if a.startswith("aws_security_group."))
     assert census["auto_scaling_groups"] == [records["aws_autoscaling_group.workers"]["id"]]
-    assert bench.client("s3").list_objects_v2(Bucket=bucket, Prefix="race/state.json.lock").get(
+    assert bench.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{STATE_KEY}.lock").get(
         "KeyCount") == 0  # released
 
     plan = cli(workdir, bench, "plan", "--detailed-exitcode")

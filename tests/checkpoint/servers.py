@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +34,10 @@ def _require(tool: str) -> str:
 
 @contextmanager
 def _server(command: list[str], url: str, what: str, cwd: Path | None = None) -> Iterator[str]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    # The server's log goes to a file: a pipe nobody reads fills up after some thousand
+    # requests (moto logs each one) and then blocks the server for good.
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log,
                                start_new_session=True, cwd=cwd)
     try:
         deadline = time.monotonic() + 30
@@ -45,8 +49,9 @@ def _server(command: list[str], url: str, what: str, cwd: Path | None = None) ->
                 break  # it answers
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
                     raise RuntimeError(f"{what} did not start: "
-                                       f"{process.stderr.read().decode()[-2000:]}") from None
+                                       f"{log.read().decode(errors='replace')[-2000:]}") from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -56,6 +61,7 @@ def _server(command: list[str], url: str, what: str, cwd: Path | None = None) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 @contextmanager
