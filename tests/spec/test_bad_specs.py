@@ -34,6 +34,8 @@ class Bad:
 
 
 WITH_SERVE = BASE_SPEC + "serve:\n  manifest: serve.yaml\n"
+AWS_SPEC = ("version: 1\nname: a1\nprovider: aws\ncluster:\n  region: us-east-1\n  vpc_id: vpc-1\n"
+            "  subnets: [subnet-a, subnet-b]\n  image_id: ami-1\n  operator_cidr: 10.0.0.0/8\n")
 APP_DIR = {"app/": ""}
 
 
@@ -92,6 +94,15 @@ CASES = [
     Bad("memory-cycle", "version: 1\nname: m1\nprovider: memory\ncluster:\n  resources:\n    - {name: a, depends_on: [b]}\n    - {name: b, depends_on: [a]}\n", ["dependency cycle: a -> b -> a"], path="cluster.resources[0].depends_on"),
     Bad("memory-duplicate", "version: 1\nname: m1\nprovider: memory\ncluster:\n  resources:\n    - {name: a}\n    - {name: a}\n", ["group name 'a' is already used by resources[0]"], path="cluster.resources[1].name"),
     Bad("memory-negative-delay", "version: 1\nname: m1\nprovider: memory\ncluster:\n  resources:\n    - {name: a, delay_s: -1}\n", ["must be at least 0, got -1"], path="cluster.resources[0].delay_s"),
+    # -- aws cluster settings ---------------------------------------------------------------
+    Bad("aws-missing-vpc", AWS_SPEC.replace("  vpc_id: vpc-1\n", ""), ["is required"], path="cluster.vpc_id"),
+    Bad("aws-bad-cidr", AWS_SPEC.replace("10.0.0.0/8", "10.0.0.0/88"), ["expected a CIDR block"], path="cluster.operator_cidr"),
+    Bad("aws-desired-above-max", AWS_SPEC + "  workers: {min_size: 1, max_size: 3, desired_capacity: 5}\n", ["between min_size (1) and max_size (3), not 5"], path="cluster.workers.desired_capacity"),
+    Bad("aws-alb-one-subnet", AWS_SPEC.replace("[subnet-a, subnet-b]", "[subnet-a]"), ["needs subnets in two zones"], path="cluster.subnets"),
+    Bad("aws-head-subnet-elsewhere", AWS_SPEC + "  head: {subnet: subnet-z}\n", ["'subnet-z' is not one of subnets"], path="cluster.head.subnet"),
+    Bad("aws-elb-lb-type", AWS_SPEC + "  lb: {type: classic}\n", ["'application'", "'network'"], path="cluster.lb.type"),
+    Bad("aws-serve-without-s3", AWS_SPEC + "serve:\n  manifest: serve.yaml\n", ["Serve code must reach the nodes through S3", "package_store"], path="cluster.package_store", files={"serve.yaml": SERVE_YAML, **APP_DIR}),
+    Bad("aws-package-store-not-s3", AWS_SPEC + "  package_store: gs://b/p\n", ["expected s3://bucket/prefix"], path="cluster.package_store"),
     # -- variable declarations --------------------------------------------------------------
     Bad("var-decl-bad-type", BASE_SPEC + "variables:\n  port: {type: integer}\n", ["expected 'string', 'number', 'bool', 'list', 'map' or 'any'", "got 'integer'"], path="variables.port.type"),
     Bad("var-decl-unknown-key", BASE_SPEC + "variables:\n  port: {defualt: 1}\n", ["unknown key 'defualt'", "did you mean 'default'?"], path="variables.port.defualt"),
