@@ -7,11 +7,11 @@ Every AWS call of the provider goes through :meth:`AwsApi.call`:
   point every call at moto;
 - botocore's own retries are off, so that each retry is ours and becomes an event: throttling
   codes, 5xx answers and connection failures are retried with exponential backoff and full
-  jitter (tenacity), up to :data:`ATTEMPTS` times;
+  jitter (:func:`provisioner.providers.cloud.with_retries`);
 - each service has a token-bucket rate limit shared by every thread of the run, so a plan of many
   resources does not throttle itself;
-- a refused call becomes :class:`AwsError` (a ``ProviderError`` carrying the AWS error code), so
-  resource types test codes, never botocore exceptions.
+- a refused call becomes :class:`~provisioner.providers.cloud.ApiError` carrying the AWS error
+  code, so resource types test codes, never botocore exceptions.
 
 boto3 is imported on first use only (the CLI must start fast).
 """
@@ -19,14 +19,10 @@ boto3 is imported on first use only (the CLI must start fast).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
-
 from provisioner.errors import ProviderError
-
-ATTEMPTS = 8
+from provisioner.providers.cloud import ApiError, OnRetry, RateLimit, Retryable, with_retries
 # Requests per second and burst, per service. EC2's documented non-mutating bucket refills at
 # 20/s per account and its mutating one far lower; staying under them leaves room for others.
 RATES: dict[str, tuple[float, int]] = {
@@ -44,48 +40,6 @@ THROTTLING_CODES = frozenset({
     "RequestTimeoutException", "InternalError", "InternalFailure", "ServiceUnavailable",
     "Unavailable",
 })
-
-
-class AwsError(ProviderError):
-    """AWS refused a call. ``code`` is the AWS error code (``InvalidGroup.NotFound``)."""
-
-    def __init__(self, message: str, *, code: str, status: int | None = None,
-                 address: str | None = None, hint: str | None = None) -> None:
-        super().__init__(message, address=address, hint=hint)
-        self.code = code
-        self.status = status
-
-
-class _Retryable(Exception):
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
-
-
-class RateLimit:
-    """A token bucket: ``take()`` blocks until a request may go."""
-
-    def __init__(self, per_second: float, burst: int) -> None:
-        self.per_second = per_second
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.per_second)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                wait = (1 - self._tokens) / self.per_second
-            time.sleep(wait)
-
-
-OnRetry = Callable[[str | None, str, dict[str, Any]], None]
 
 
 class AwsApi:
@@ -131,32 +85,15 @@ class AwsApi:
             limit.take()
             try:
                 return self._translate(service, operation, address, method, params)
-            except AwsError as error:
+            except ApiError as error:
                 if error.code in eventual:
-                    raise _Retryable(f"{error.code} (not visible yet): {error}") from None
+                    raise Retryable(f"{error.code} (not visible yet): {error}") from None
                 raise
 
-        def report(state) -> None:
-            error = state.outcome.exception()
-            delay = state.next_action.sleep if state.next_action else 0.0
-            self.on_retry(address, f"{service} {operation}: {error.description}; retry "
-                          f"{state.attempt_number} in {delay:.1f}s",
-                          {"service": service, "operation": operation,
-                           "attempt": state.attempt_number, "error": error.description})
-
-        retrying = Retrying(
-            retry=retry_if_exception(lambda error: isinstance(error, _Retryable)),
-            stop=stop_after_attempt(ATTEMPTS),
-            wait=wait_random_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
-            before_sleep=report,
-            reraise=True,
-        )
-        try:
-            return retrying(once)
-        except _Retryable as error:
-            raise ProviderError(f"{service} {operation} kept failing after {ATTEMPTS} attempts: "
-                                f"{error.description}", address=address,
-                                hint="AWS is throttling or failing; try again later") from None
+        return with_retries(once, what=f"{service} {operation}", address=address,
+                            on_retry=self.on_retry,
+                            data={"service": service, "operation": operation},
+                            backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s)
 
     def pages(self, service: str, region: str, operation: str, key: str, *,
               address: str | None = None, **params: Any) -> list[Any]:
@@ -185,8 +122,8 @@ class AwsApi:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             message = str(info.get("Message") or code)
             if code in THROTTLING_CODES or status >= 500 or status == 429:
-                raise _Retryable(f"{code} (HTTP {status}): {message}") from None
-            raise AwsError(f"{service} {operation}: {code}: {message}", code=code,
+                raise Retryable(f"{code} (HTTP {status}): {message}") from None
+            raise ApiError(f"{service} {operation}: {code}: {message}", code=code,
                            status=status, address=address) from None
         except (NoCredentialsError, PartialCredentialsError) as error:
             raise ProviderError(f"no AWS credentials: {error}", address=address,
@@ -196,6 +133,6 @@ class AwsApi:
             raise ProviderError("no AWS region", address=address,
                                 hint="set cluster.region in the spec") from None
         except ConnectionError as error:
-            raise _Retryable(f"connection failed: {error}") from None
+            raise Retryable(f"connection failed: {error}") from None
         except BotoCoreError as error:
             raise ProviderError(f"{service} {operation}: {error}", address=address) from None

@@ -17,12 +17,10 @@ from provisioner.providers.aws.common import (
     TAG_ADDRESS,
     TAG_TOKEN,
     AwsType,
-    ignore_codes,
-    known_by_address,
     lineage_filter,
-    regions,
     tag_dict,
 )
+from provisioner.providers.cloud import ignore_codes, known_by_address, regions
 from provisioner.providers.base import ListScope, LiveResource
 
 GONE = frozenset({"ValidationError"})  # "AutoScalingGroup name not found"

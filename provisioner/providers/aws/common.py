@@ -13,25 +13,16 @@ states of the same cluster name never collide, and the name still says whose it 
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, ClassVar, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Mapping
 
-from provisioner.errors import ProviderError
-from provisioner.providers.aws.api import AwsApi, AwsError
-from provisioner.providers.base import (
-    KnownResource,
-    ListScope,
-    LiveResource,
-    Owner,
-    ResourceType,
-)
+from provisioner.providers.aws.api import AwsApi
+from provisioner.providers.base import Owner
+from provisioner.providers.cloud import CloudType
 
 TAG_CLUSTER = "provisioner:cluster"
 TAG_LINEAGE = "provisioner:lineage"
 TAG_ADDRESS = "provisioner:address"
 TAG_TOKEN = "provisioner:token"
-
-T = TypeVar("T")
 
 
 def owner_tags(owner: Owner, address: str, token: str | None) -> dict[str, str]:
@@ -54,33 +45,15 @@ def lineage_filter(owner: Owner) -> list[dict[str, Any]]:
     return [{"Name": f"tag:{TAG_LINEAGE}", "Values": [owner.lineage]}]
 
 
-def aws_name(owner: Owner, name: str, limit: int = 32) -> str:
-    """``name`` with the lineage's short form appended, within AWS's length ``limit``."""
-    suffix = "-" + owner.short
-    return name[: limit - len(suffix)].rstrip("-") + suffix
-
-
-def regions(scope: ListScope) -> list[str]:
-    """The regions the known resources are in: where ``list`` looks."""
-    return sorted({str(k.attributes["region"]) for k in scope.known
-                   if k.attributes.get("region")})
-
-
-def known_by_address(scope: ListScope) -> dict[str, KnownResource]:
-    return {k.address: k for k in scope.known}
-
-
-class AwsType(ResourceType):
+class AwsType(CloudType):
     """Base of the AWS resource types (see provisioner.providers.base for the contract)."""
 
     service: ClassVar[str]
+    name_limit = 32  # load balancers and target groups; others pass their own limit
 
     @property
     def api(self) -> AwsApi:
-        shared = self.ctx.shared
-        if "aws_api" not in shared:
-            shared.setdefault("aws_api", AwsApi(on_retry=self.ctx.retry))
-        return shared["aws_api"]
+        return self.shared("aws_api", lambda: AwsApi(on_retry=self.ctx.retry))
 
     def call(self, region: str, operation: str, *, address: str | None = None,
              **params: Any) -> dict[str, Any]:
@@ -89,47 +62,9 @@ class AwsType(ResourceType):
     def pages(self, region: str, operation: str, key: str, **params: Any) -> list[Any]:
         return self.api.pages(self.service, region, operation, key, **params)
 
-    def _by_token(self, address: str, token: str, desired: dict[str, Any]) -> LiveResource | None:
-        """What an earlier attempt of this create made, if it got through (found by its
-        token tag, so also where the API takes no client token or ignores it)."""
-        scope = ListScope(self.ctx.owner, [KnownResource(address, desired)])
-        return next((live for live in self.list(scope) if live.token == token), None)
-
     def tags(self, address: str, token: str | None) -> dict[str, str]:
         return owner_tags(self.ctx.owner, address, token)
 
     def owns(self, tags: Mapping[str, str]) -> bool:
         return (tags.get(TAG_LINEAGE) == self.ctx.owner.lineage
                 and tags.get(TAG_ADDRESS, "").startswith(self.type_name + "."))
-
-    def name_of(self, desired: Mapping[str, Any], limit: int = 32) -> str:
-        return aws_name(self.ctx.owner, str(desired["name"]), limit)
-
-    def wait_for(self, address: str, what: str, check: Callable[[], T | None], *,
-                 timeout_s: float = 600.0, interval_s: float = 2.0) -> T:
-        """Poll ``check`` until it returns something other than None."""
-        deadline = time.monotonic() + timeout_s
-        reported = 0.0
-        while True:
-            result = check()
-            if result is not None:
-                return result
-            now = time.monotonic()
-            if now > deadline:
-                raise ProviderError(f"timed out after {timeout_s:.0f}s waiting for {what}",
-                                    address=address)
-            if now - reported > 10:
-                self.ctx.progress(address, f"waiting for {what}")
-                reported = now
-            time.sleep(interval_s)
-
-
-def ignore_codes(codes: set[str] | frozenset[str], action: Callable[[], T]) -> T | None:
-    """Run ``action``; None when AWS answers with one of ``codes`` (already gone, already
-    there)."""
-    try:
-        return action()
-    except AwsError as error:
-        if error.code in codes:
-            return None
-        raise

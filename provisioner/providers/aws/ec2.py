@@ -18,13 +18,11 @@ from provisioner.providers.aws.common import (
     TAG_ADDRESS,
     TAG_TOKEN,
     AwsType,
-    ignore_codes,
-    known_by_address,
     lineage_filter,
-    regions,
     tag_dict,
     tag_list,
 )
+from provisioner.providers.cloud import ignore_codes, known_by_address, regions
 from provisioner.providers.base import ListScope, LiveResource
 from provisioner.providers.bootstrap import render_bootstrap
 

@@ -12,15 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner.errors import ProviderError
-from provisioner.providers.aws.common import (
-    TAG_ADDRESS,
-    TAG_TOKEN,
-    AwsType,
-    ignore_codes,
-    known_by_address,
-    regions,
-    tag_list,
-)
+from provisioner.providers.aws.common import TAG_ADDRESS, TAG_TOKEN, AwsType, tag_list
+from provisioner.providers.cloud import ignore_codes, known_by_address, regions
 from provisioner.providers.base import KnownResource, ListScope, LiveResource
 
 GONE_LB = frozenset({"LoadBalancerNotFound"})
