@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -125,10 +126,10 @@ def req(fake, **fields) -> dict:
     return {"project": fake.project, **fields}
 
 
-def raw(fake, method: str, path: str) -> tuple[int, dict]:
+def raw(fake, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
     """A request outside the client, to see the exact JSON the fake answers."""
     req = urllib.request.Request(f"{fake.endpoint}/compute/v1/projects/{fake.project}/{path}",
-                                 method=method)
+                                 method=method, data=json.dumps(body).encode() if body else None)
     try:
         with urllib.request.urlopen(req, timeout=5) as response:
             return response.status, json.loads(response.read())
@@ -818,3 +819,384 @@ def test_custom_network_and_subnetwork(fake):
     fake.client(c.InstancesClient).delete(**P(fake), zone=ZONE, instance="net-vm").result()
     subnets.delete(**P(fake), region=REGION, subnetwork="ray-sub").result()
     networks.delete(**P(fake), network="ray-net").result()
+
+
+# -- unmanaged instance groups -------------------------------------------------------------------
+
+def add_to(groups, fake, group: str, *names: str, zone: str = ZONE, remove: bool = False):
+    refs = [c.InstanceReference(instance=f"{API}/zones/{zone}/instances/{n}") for n in names]
+    if remove:
+        return groups.remove_instances(
+            **P(fake), zone=ZONE, instance_group=group,
+            instance_groups_remove_instances_request_resource=c.
+            InstanceGroupsRemoveInstancesRequest(instances=refs))
+    return groups.add_instances(
+        **P(fake), zone=ZONE, instance_group=group,
+        instance_groups_add_instances_request_resource=c.InstanceGroupsAddInstancesRequest(
+            instances=refs))
+
+
+def listed(groups, fake, group: str) -> dict:
+    items = groups.list_instances(**P(fake), zone=ZONE, instance_group=group,
+                                  instance_groups_list_instances_request_resource=c.
+                                  InstanceGroupsListInstancesRequest(instance_state="ALL"))
+    return {i.instance.rsplit("/", 1)[1]: (i.status, [(p.name, p.port) for p in i.named_ports])
+            for i in items}
+
+
+def test_unmanaged_group_members_named_ports_and_deleted_vms(fake):
+    instances, groups = fake.client(c.InstancesClient), fake.client(c.InstanceGroupsClient)
+    for name in ("um-a", "um-b"):
+        instances.insert(**P(fake), zone=ZONE, instance_resource=instance(name)).result()
+    groups.insert(**P(fake), zone=ZONE, instance_group_resource=c.InstanceGroup(
+        name="um-head", network="global/networks/default", description="head",
+        named_ports=[c.NamedPort(name="serve", port=8000)])).result()
+    group = groups.get(**P(fake), zone=ZONE, instance_group="um-head")
+    assert group.network == f"{API}/global/networks/default" and not group.subnetwork
+    assert group.size == 0 and group.zone == f"{API}/zones/{ZONE}" and group.fingerprint
+    assert listed(groups, fake, "um-head") == {}
+
+    add_to(groups, fake, "um-head", "um-a").result()
+    group = groups.get(**P(fake), zone=ZONE, instance_group="um-head")
+    assert group.size == 1                                 # nic0's subnetwork is the group's now
+    assert group.subnetwork == f"{API}/regions/{REGION}/subnetworks/default"
+    with pytest.raises(exceptions.BadRequest) as again:
+        add_to(groups, fake, "um-head", "um-a")
+    assert again.value.errors[0]["reason"] == "memberAlreadyExists"
+    assert again.value.message.endswith(
+        f"Resource 'projects/test-project/zones/{ZONE}/instances/um-a' is already a member of "
+        f"'projects/test-project/zones/{ZONE}/instanceGroups/um-head'.")
+    with pytest.raises(exceptions.NotFound):
+        add_to(groups, fake, "um-head", "um-ghost")
+
+    token = str(uuid.uuid4())                              # a retried add acts once
+    request = {"project": fake.project, "zone": ZONE, "instance_group": "um-head",
+               "request_id": token, "instance_groups_add_instances_request_resource": {
+                   "instances": [{"instance": f"zones/{ZONE}/instances/um-b"}]}}
+    first = groups.add_instances(request=request)
+    assert groups.add_instances(request=request).name == first.name
+    first.result()
+    assert listed(groups, fake, "um-head") == {"um-a": ("RUNNING", [("serve", 8000)]),
+                                               "um-b": ("RUNNING", [("serve", 8000)])}
+    assert [(g.name, g.size) for g in groups.list(
+        request=req(fake, zone=ZONE, filter='name = "um-head"'))] == [("um-head", 2)]
+
+    fp = groups.get(**P(fake), zone=ZONE, instance_group="um-head").fingerprint
+    ports = c.InstanceGroupsSetNamedPortsRequest(
+        named_ports=[c.NamedPort(name="serve", port=8000), c.NamedPort(name="dash", port=8265)],
+        fingerprint=fp)
+    groups.set_named_ports(**P(fake), zone=ZONE, instance_group="um-head",
+                           instance_groups_set_named_ports_request_resource=ports).result()
+    with pytest.raises(exceptions.PreconditionFailed):
+        groups.set_named_ports(**P(fake), zone=ZONE, instance_group="um-head",
+                               instance_groups_set_named_ports_request_resource=ports)
+    assert listed(groups, fake, "um-head")["um-a"][1] == [("serve", 8000), ("dash", 8265)]
+
+    add_to(groups, fake, "um-head", "um-b", remove=True).result()
+    assert set(listed(groups, fake, "um-head")) == {"um-a"}
+    with pytest.raises(exceptions.BadRequest, match="is not a member of"):
+        add_to(groups, fake, "um-head", "um-b", remove=True)
+
+    # deleting a VM takes it out of its groups; a new VM of the same name is not a member
+    instances.delete(**P(fake), zone=ZONE, instance="um-a").result()
+    assert groups.get(**P(fake), zone=ZONE, instance_group="um-head").size == 0
+    instances.insert(**P(fake), zone=ZONE, instance_resource=instance("um-a")).result()
+    assert listed(groups, fake, "um-head") == {}
+    with pytest.raises(exceptions.NotFound):             # the VM itself is gone: 404
+        add_to(groups, fake, "um-head", "um-gone", remove=True)
+
+    groups.delete(**P(fake), zone=ZONE, instance_group="um-head").result()
+    with pytest.raises(exceptions.NotFound):
+        groups.get(**P(fake), zone=ZONE, instance_group="um-head")
+    for name in ("um-a", "um-b"):                        # a group's deletion keeps its VMs
+        instances.delete(**P(fake), zone=ZONE, instance=name).result()
+
+
+def test_unmanaged_group_refuses_other_zones_networks_subnets_and_managed_groups(fake):
+    instances, groups = fake.client(c.InstancesClient), fake.client(c.InstanceGroupsClient)
+    networks, subnets = fake.client(c.NetworksClient), fake.client(c.SubnetworksClient)
+    networks.insert(**P(fake), network_resource=c.Network(
+        name="um-net", auto_create_subnetworks=False)).result()
+    subnets.insert(**P(fake), region=REGION, subnetwork_resource=c.Subnetwork(
+        name="um-net-sub", network="global/networks/um-net", ip_cidr_range="10.40.0.0/24")
+                   ).result()
+    subnets.insert(**P(fake), region=REGION, subnetwork_resource=c.Subnetwork(
+        name="um-side", network="global/networks/default", ip_cidr_range="10.41.0.0/24")
+                   ).result()
+    vms = {"uz-ok": instance("uz-ok"), "uz-b": instance("uz-b", zone="us-central1-b"),
+           "uz-net": instance("uz-net"), "uz-side": instance("uz-side")}
+    vms["uz-net"].network_interfaces[0].subnetwork = f"regions/{REGION}/subnetworks/um-net-sub"
+    vms["uz-side"].network_interfaces[0].subnetwork = f"regions/{REGION}/subnetworks/um-side"
+    for name, vm in vms.items():
+        zone = "us-central1-b" if name == "uz-b" else ZONE
+        instances.insert(**P(fake), zone=zone, instance_resource=vm).result()
+
+    groups.insert(**P(fake), zone=ZONE, instance_group_resource=c.InstanceGroup(
+        name="uz-group", network="global/networks/default")).result()
+    with pytest.raises(exceptions.BadRequest, match="zone"):
+        add_to(groups, fake, "uz-group", "uz-b", zone="us-central1-b")
+    with pytest.raises(exceptions.BadRequest) as wrong_net:
+        add_to(groups, fake, "uz-group", "uz-net")
+    assert wrong_net.value.errors[0]["reason"] == "wrongNetwork"
+    add_to(groups, fake, "uz-group", "uz-ok").result()
+    with pytest.raises(exceptions.BadRequest) as wrong_sub:
+        add_to(groups, fake, "uz-group", "uz-side")
+    assert wrong_sub.value.errors[0]["reason"] == "wrongSubnetwork"
+    assert wrong_sub.value.message.endswith(
+        f"Resource 'projects/test-project/zones/{ZONE}/instances/uz-side' is expected to be in "
+        f"the subnetwork 'projects/test-project/regions/{REGION}/subnetworks/default' but is in "
+        f"the subnetwork 'projects/test-project/regions/{REGION}/subnetworks/um-side'.")
+    with pytest.raises(exceptions.BadRequest):            # one request, one instance twice
+        groups.add_instances(request={
+            "project": fake.project, "zone": ZONE, "instance_group": "uz-group",
+            "instance_groups_add_instances_request_resource": {"instances": [
+                {"instance": f"zones/{ZONE}/instances/uz-side"}] * 2}})
+
+    # a group made with a subnetwork is in its network; its members must be in that subnetwork
+    groups.insert(**P(fake), zone=ZONE, instance_group_resource=c.InstanceGroup(
+        name="uz-sub", subnetwork=f"regions/{REGION}/subnetworks/um-side")).result()
+    made = groups.get(**P(fake), zone=ZONE, instance_group="uz-sub")
+    assert made.network == f"{API}/global/networks/default"
+    with pytest.raises(exceptions.BadRequest, match="wrongSubnetwork|expected to be in"):
+        add_to(groups, fake, "uz-sub", "uz-ok")
+    with pytest.raises(exceptions.BadRequest, match="namedPorts\\[0\\].port"):
+        groups.insert(**P(fake), zone=ZONE, instance_group_resource=c.InstanceGroup(
+            name="uz-ports", named_ports=[c.NamedPort(name="serve", port=70000)]))
+
+    # a group made without a network takes its members' network; until then no LB takes it
+    groups.insert(**P(fake), zone=ZONE, instance_group_resource=c.InstanceGroup(
+        name="uz-empty")).result()
+    fake.client(c.HealthChecksClient).insert(**P(fake), health_check_resource=c.HealthCheck(
+        name="uz-hc", type_="TCP", tcp_health_check=c.TCPHealthCheck(port=8000))).result()
+    services = fake.client(c.BackendServicesClient)
+    with pytest.raises(exceptions.BadRequest, match="has no network"):
+        services.insert(**P(fake), backend_service_resource=c.BackendService(
+            name="uz-bs", health_checks=["global/healthChecks/uz-hc"],
+            backends=[c.Backend(group=f"zones/{ZONE}/instanceGroups/uz-empty")]))
+    add_to(groups, fake, "uz-empty", "uz-net").result()
+    assert groups.get(**P(fake), zone=ZONE, instance_group="uz-empty").network == \
+        f"{API}/global/networks/um-net"
+
+    # a MIG's group: its members are the MIG's to change
+    template(fake, "uz-tmpl")
+    fake.client(c.InstanceGroupManagersClient).insert(
+        **P(fake), zone=ZONE, instance_group_manager_resource=c.InstanceGroupManager(
+            name="uz-mig", base_instance_name="uz-m", target_size=0,
+            instance_template="global/instanceTemplates/uz-tmpl")).result()
+    for remove in (False, True):
+        with pytest.raises(exceptions.BadRequest, match="managed by the instance group manager"):
+            add_to(groups, fake, "uz-mig", "uz-ok", remove=remove)
+    assert fake.count("addInstances", "instanceGroups") >= 5
+    # the API has no regionInstanceGroups.insert (no regional unmanaged groups)
+    status, body = raw(fake, "POST", f"regions/{REGION}/instanceGroups", {"name": "uz-reg"})
+    assert status == 501 and body["error"]["status"] == "UNIMPLEMENTED"
+
+    fake.client(c.InstanceGroupManagersClient).delete(
+        **P(fake), zone=ZONE, instance_group_manager="uz-mig").result()
+    for name in ("uz-group", "uz-empty", "uz-sub"):
+        groups.delete(**P(fake), zone=ZONE, instance_group=name).result()
+    for name in vms:
+        instances.delete(**P(fake), zone="us-central1-b" if name == "uz-b" else ZONE,
+                         instance=name).result()
+    subnets.delete(**P(fake), region=REGION, subnetwork="um-side").result()
+    subnets.delete(**P(fake), region=REGION, subnetwork="um-net-sub").result()
+    networks.delete(**P(fake), network="um-net").result()
+
+
+# -- the flows of the GCP provider ---------------------------------------------------------------
+
+def test_global_lb_over_a_regional_mig_and_an_unmanaged_head_group(fake):
+    """What a Ray cluster on GCP builds: a head VM in an unmanaged group, workers in a regional
+    MIG from a template with a startup script, both behind one EXTERNAL_MANAGED backend
+    service with the ``serve`` named port, a URL map, an HTTP proxy and a forwarding rule."""
+    script = "#!/bin/bash\nray start --address=10.128.0.2:6379\n"
+    disk = c.AttachedDisk(boot=True, auto_delete=True,
+                          initialize_params=c.AttachedDiskInitializeParams(
+                              source_image="projects/debian-cloud/global/images/family/debian-12"))
+    templates = fake.client(c.InstanceTemplatesClient)
+    templates.insert(**P(fake), instance_template_resource=c.InstanceTemplate(
+        name="ray-worker-tmpl", properties=c.InstanceProperties(
+            machine_type="e2-standard-4", labels={"cluster": "ray", "role": "worker"},
+            disks=[disk],
+            network_interfaces=[c.NetworkInterface(network="global/networks/default")],
+            metadata=c.Metadata(items=[c.Items(key="startup-script", value=script)])))).result()
+    tmpl = templates.get(**P(fake), instance_template="ray-worker-tmpl")
+    assert [(i.key, i.value) for i in tmpl.properties.metadata.items] == [
+        ("startup-script", script)]
+    with pytest.raises(exceptions.BadRequest, match="metadata.items\\[0\\].key"):
+        templates.insert(**P(fake), instance_template_resource=c.InstanceTemplate(
+            name="bad-meta", properties=c.InstanceProperties(
+                machine_type="e2-small", disks=[disk],
+                network_interfaces=[c.NetworkInterface(network="global/networks/default")],
+                metadata=c.Metadata(items=[c.Items(key="startup script", value="x")]))))
+
+    migs = fake.client(c.RegionInstanceGroupManagersClient)
+    migs.insert(**P(fake), region=REGION, instance_group_manager_resource=c.InstanceGroupManager(
+        name="ray-workers", base_instance_name="ray-worker", target_size=1,
+        instance_template="global/instanceTemplates/ray-worker-tmpl",
+        named_ports=[c.NamedPort(name="serve", port=8000)])).result()
+    migs.resize(**P(fake), region=REGION, instance_group_manager="ray-workers", size=2).result()
+    fake.settle_groups()
+    mig = migs.get(**P(fake), region=REGION, instance_group_manager="ray-workers")
+    assert mig.target_size == 2 and mig.status.is_stable
+    worker = fake.client(c.InstancesClient).get(**P(fake), zone=ZONE, instance=next(
+        m.name for m in migs.list_managed_instances(**P(fake), region=REGION,
+                                                    instance_group_manager="ray-workers")
+        if f"/zones/{ZONE}/" in m.instance))
+    assert {i.key: i.value for i in worker.metadata.items}["startup-script"] == script
+
+    instances, groups = fake.client(c.InstancesClient), fake.client(c.InstanceGroupsClient)
+    instances.insert(**P(fake), zone=ZONE, instance_resource=instance("ray-head")).result()
+    groups.insert(**P(fake), zone=ZONE, instance_group_resource=c.InstanceGroup(
+        name="ray-head", network="global/networks/default",
+        named_ports=[c.NamedPort(name="serve", port=8000)])).result()
+    add_to(groups, fake, "ray-head", "ray-head").result()
+
+    fake.client(c.HealthChecksClient).insert(**P(fake), health_check_resource=c.HealthCheck(
+        name="ray-hc", type_="HTTP", http_health_check=c.HTTPHealthCheck(
+            port_name="serve", request_path="/-/healthz"))).result()
+    services = fake.client(c.BackendServicesClient)
+    head_group = f"zones/{ZONE}/instanceGroups/ray-head"
+    worker_group = f"regions/{REGION}/instanceGroups/ray-workers"
+
+    def service(name, *backends):
+        return c.BackendService(name=name, protocol="HTTP", port_name="serve", timeout_sec=120,
+                                load_balancing_scheme="EXTERNAL_MANAGED",
+                                health_checks=["global/healthChecks/ray-hc"],
+                                backends=list(backends))
+    refused = [
+        (c.Backend(group=worker_group, balancing_mode="RATE"), "maxRate"),
+        (c.Backend(group=worker_group, balancing_mode="CONNECTION"), "balancingMode"),
+        (c.Backend(group=worker_group, max_rate=10, max_rate_per_instance=5.0),
+         "Both maxRate or maxRatePerInstance cannot be set."),
+        (c.Backend(group=f"regions/{REGION}/instanceGroupManagers/ray-workers"),
+         "Unexpected resource collection 'instanceGroupManagers'."),
+        (c.Backend(group=worker_group, capacity_scaler=0.05), "capacityScaler"),
+    ]
+    for backend, why in refused:
+        with pytest.raises(exceptions.BadRequest, match=re.escape(why)):
+            services.insert(**P(fake), backend_service_resource=service("ray-bs", backend))
+    with pytest.raises(exceptions.BadRequest, match="Duplicate instance groups"):
+        services.insert(**P(fake), backend_service_resource=service(
+            "ray-bs", c.Backend(group=head_group), c.Backend(group=head_group)))
+    services.insert(**P(fake), backend_service_resource=service(
+        "ray-bs",
+        c.Backend(group=worker_group, balancing_mode="RATE", max_rate_per_instance=50.0),
+        c.Backend(group=head_group, balancing_mode="UTILIZATION"))).result()
+    bs = services.get(**P(fake), backend_service="ray-bs")
+    assert (bs.protocol, bs.port_name, bs.timeout_sec, bs.load_balancing_scheme) == (
+        "HTTP", "serve", 120, "EXTERNAL_MANAGED")
+    assert [(b.group, b.balancing_mode) for b in bs.backends] == [
+        (f"{API}/{worker_group}", "RATE"), (f"{API}/{head_group}", "UTILIZATION")]
+    assert bs.backends[0].max_rate_per_instance == 50.0
+    assert bs.backends[1].max_utilization == pytest.approx(0.8)       # a float32 field
+
+    fake.client(c.UrlMapsClient).insert(**P(fake), url_map_resource=c.UrlMap(
+        name="ray-map", default_service="global/backendServices/ray-bs")).result()
+    fake.client(c.TargetHttpProxiesClient).insert(
+        **P(fake), target_http_proxy_resource=c.TargetHttpProxy(
+            name="ray-proxy", url_map="global/urlMaps/ray-map")).result()
+    rules = fake.client(c.GlobalForwardingRulesClient)
+    with pytest.raises(exceptions.BadRequest, match="ports"):       # ports is for passthrough
+        rules.insert(**P(fake), forwarding_rule_resource=c.ForwardingRule(
+            name="ray-fr", target="global/targetHttpProxies/ray-proxy", ports=["80"],
+            load_balancing_scheme="EXTERNAL_MANAGED"))
+    rules.insert(**P(fake), forwarding_rule_resource=c.ForwardingRule(
+        name="ray-fr", target="global/targetHttpProxies/ray-proxy", I_p_protocol="TCP",
+        port_range="80", load_balancing_scheme="EXTERNAL_MANAGED",
+        labels={"cluster": "ray"})).result()
+    rule = rules.get(**P(fake), forwarding_rule="ray-fr")
+    assert ipaddress.ip_address(rule.I_p_address) in ipaddress.ip_network("203.0.113.0/24")
+    assert (rule.port_range, rule.I_p_protocol, rule.network_tier) == ("80-80", "TCP", "PREMIUM")
+
+    with pytest.raises(exceptions.BadRequest) as in_use:
+        groups.delete(**P(fake), zone=ZONE, instance_group="ray-head")
+    assert in_use.value.errors[0]["reason"] == "resourceInUseByAnotherResource"
+    assert "backendServices/ray-bs" in in_use.value.message
+
+    # the head is replaced: out of the group, deleted, a new one in
+    add_to(groups, fake, "ray-head", "ray-head", remove=True).result()
+    instances.delete(**P(fake), zone=ZONE, instance="ray-head").result()
+    instances.insert(**P(fake), zone=ZONE, instance_resource=instance("ray-head")).result()
+    add_to(groups, fake, "ray-head", "ray-head").result()
+    assert groups.get(**P(fake), zone=ZONE, instance_group="ray-head").size == 1
+
+    rules.delete(**P(fake), forwarding_rule="ray-fr").result()
+    fake.client(c.TargetHttpProxiesClient).delete(**P(fake), target_http_proxy="ray-proxy"
+                                                  ).result()
+    fake.client(c.UrlMapsClient).delete(**P(fake), url_map="ray-map").result()
+    services.delete(**P(fake), backend_service="ray-bs").result()
+    groups.delete(**P(fake), zone=ZONE, instance_group="ray-head").result()
+    instances.delete(**P(fake), zone=ZONE, instance="ray-head").result()
+    migs.delete(**P(fake), region=REGION, instance_group_manager="ray-workers").result()
+    templates.delete(**P(fake), instance_template="ray-worker-tmpl").result()
+
+
+def test_regional_passthrough_network_load_balancer(fake):
+    instances, groups = fake.client(c.InstancesClient), fake.client(c.InstanceGroupsClient)
+    instances.insert(**P(fake), zone=ZONE, instance_resource=instance("nlb-vm")).result()
+    groups.insert(**P(fake), zone=ZONE, instance_group_resource=c.InstanceGroup(
+        name="nlb-group", network="global/networks/default")).result()
+    add_to(groups, fake, "nlb-group", "nlb-vm").result()
+    fake.client(c.RegionHealthChecksClient).insert(
+        **P(fake), region=REGION, health_check_resource=c.HealthCheck(
+            name="nlb-hc", type_="TCP", tcp_health_check=c.TCPHealthCheck(port=8000))).result()
+    fake.client(c.HealthChecksClient).insert(**P(fake), health_check_resource=c.HealthCheck(
+        name="nlb-global-hc", type_="TCP", tcp_health_check=c.TCPHealthCheck(port=8000))
+    ).result()
+    services = fake.client(c.RegionBackendServicesClient)
+    group = f"zones/{ZONE}/instanceGroups/nlb-group"
+
+    def service(backend=None, **fields):
+        body = {"name": "nlb-bs", "load_balancing_scheme": "EXTERNAL", "protocol": "TCP",
+                "health_checks": [f"regions/{REGION}/healthChecks/nlb-hc"],
+                "backends": [backend or c.Backend(group=group, balancing_mode="CONNECTION")]}
+        return c.BackendService(**{**body, **fields})
+    refused = [(service(port_name="serve"), "portName"),
+               (service(protocol="HTTP"), "TCP, UDP or UNSPECIFIED"),
+               (service(health_checks=["global/healthChecks/nlb-global-hc"]), "regional health"),
+               (service(c.Backend(group=group, balancing_mode="UTILIZATION")), "CONNECTION")]
+    for body, why in refused:
+        with pytest.raises(exceptions.BadRequest, match=why):
+            services.insert(**P(fake), region=REGION, backend_service_resource=body)
+    services.insert(**P(fake), region=REGION, backend_service_resource=service()).result()
+    bs = services.get(**P(fake), region=REGION, backend_service="nlb-bs")
+    assert bs.backends[0].balancing_mode == "CONNECTION" and not bs.port_name
+    assert list(bs.health_checks) == [f"{API}/regions/{REGION}/healthChecks/nlb-hc"]
+
+    rules = fake.client(c.ForwardingRulesClient)
+    backend = f"regions/{REGION}/backendServices/nlb-bs"
+
+    def rule(name, **fields):
+        body = {"name": name, "load_balancing_scheme": "EXTERNAL", "I_p_protocol": "TCP",
+                "backend_service": backend}
+        return c.ForwardingRule(**{**body, **fields})
+    for body, why in ((rule("nlb-fr", ports=["8000"], port_range="8000"), "mutually exclusive"),
+                      (rule("nlb-fr", ports=[str(p) for p in range(8000, 8006)]), "five"),
+                      (rule("nlb-fr", ports=["8000"], I_p_protocol="UDP"), "protocol is TCP"),
+                      (rule("nlb-fr", ports=["8000"],
+                            load_balancing_scheme="EXTERNAL_MANAGED"), "must match")):
+        with pytest.raises(exceptions.BadRequest, match=why):
+            rules.insert(**P(fake), region=REGION, forwarding_rule_resource=body)
+    rules.insert(**P(fake), region=REGION,
+                 forwarding_rule_resource=rule("nlb-fr", ports=["8000", "8265"])).result()
+    rules.insert(**P(fake), region=REGION,
+                 forwarding_rule_resource=rule("nlb-fr2", port_range="6379")).result()
+    first = rules.get(**P(fake), region=REGION, forwarding_rule="nlb-fr")
+    second = rules.get(**P(fake), region=REGION, forwarding_rule="nlb-fr2")
+    assert list(first.ports) == ["8000", "8265"] and second.port_range == "6379-6379"
+    assert first.backend_service == f"{API}/{backend}" and first.network_tier == "PREMIUM"
+    for ip in (first.I_p_address, second.I_p_address):
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network("198.51.100.0/24")
+    assert first.I_p_address != second.I_p_address
+    with pytest.raises(exceptions.BadRequest, match="forwardingRules/nlb-fr"):
+        services.delete(**P(fake), region=REGION, backend_service="nlb-bs")
+
+    for name in ("nlb-fr", "nlb-fr2"):
+        rules.delete(**P(fake), region=REGION, forwarding_rule=name).result()
+    services.delete(**P(fake), region=REGION, backend_service="nlb-bs").result()
+    fake.client(c.RegionHealthChecksClient).delete(**P(fake), region=REGION,
+                                                   health_check="nlb-hc").result()
+    fake.client(c.HealthChecksClient).delete(**P(fake), health_check="nlb-global-hc").result()
+    groups.delete(**P(fake), zone=ZONE, instance_group="nlb-group").result()
+    instances.delete(**P(fake), zone=ZONE, instance="nlb-vm").result()

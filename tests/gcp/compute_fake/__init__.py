@@ -30,7 +30,8 @@ How a caller must construct clients (the GCP provider does the same; ``clients.m
 
 What it serves (under ``/compute/v1/projects/{project}/``): instances (setLabels),
 instanceTemplates, instanceGroupManagers and regionInstanceGroupManagers (resize, patch,
-listManagedInstances), instanceGroups (setNamedPorts, listInstances; regional ones read-only),
+listManagedInstances), instanceGroups (setNamedPorts, listInstances; addInstances and
+removeInstances on unmanaged zonal groups; regional groups come only from MIGs),
 healthChecks and regionHealthChecks (patch, update), backendServices and regionBackendServices
 (patch, update), urlMaps (patch, update), targetHttpProxies (patch, setUrlMap),
 globalForwardingRules and forwardingRules (patch, setTarget, setLabels), addresses and
@@ -38,13 +39,16 @@ globalAddresses (setLabels), firewalls (patch, update), networks, subnetworks, a
 globalOperations / regionOperations / zoneOperations services (get, wait, list, delete). Every
 resource has insert / get / list (filter, orderBy, maxResults, pageToken) / delete. A ``default``
 network with a subnetwork in each known region and GCE's four default firewall rules exist from
-the start. Anything else answers 501 ``notImplemented`` so a test never passes by accident.
+the start. External addresses (ephemeral or reserved) come from the documentation ranges
+203.0.113.0/24 (global) and 198.51.100.0/24 (regional), so nothing ever reaches a real host.
+Anything else answers 501 ``notImplemented`` so a test never passes by accident.
 
 Behaviour, module by module: operations and asynchronous failures (``operations``), what is
 visible while an operation runs (``world``), filters and pages (``listing``), references and
-their checks (``refs``), MIG semantics (``groups``), addresses and IP allocation (``network``),
-load-balancing rules (``balancing``), error bodies (``errors``). Every answer is checked against
-the library's protobuf schema (no unknown fields) before it is sent.
+their checks (``refs``), MIG semantics (``groups``), unmanaged instance groups (``unmanaged``),
+addresses and IP allocation (``network``), load-balancing rules (``balancing``), error bodies
+(``errors``). Every answer is checked against the library's protobuf schema (no unknown fields)
+before it is sent.
 """
 
 from .server import FakeCompute, compute_fake

@@ -22,7 +22,7 @@ import re
 import string
 from dataclasses import dataclass
 
-from . import errors, refs
+from . import errors, refs, unmanaged
 from .common import check_fingerprint, refresh_fingerprint, require
 from .errors import invalid
 from .instances import build_instance, instance_from_template, instance_ready
@@ -58,6 +58,7 @@ def build_mig(world, res, params: dict) -> None:
                       "(\\[[0-9]{1,10}\\])?))'")
     if int(body["targetSize"]) < 0:
         raise invalid("resource.targetSize", body["targetSize"], "Must be non-negative.")
+    unmanaged.check_named_ports(body.get("namedPorts") or [], "resource.namedPorts")
     versions = body.get("versions") or []
     if not body.get("instanceTemplate") and not versions:
         raise errors.required("resource.instanceTemplate")
@@ -105,13 +106,6 @@ def mig_ready(world, res) -> None:
 
 def mig_undo(world, res) -> None:
     world.drop(res.extra["group"])
-
-
-def build_group(world, res, params: dict) -> None:
-    """An unmanaged instance group (no instances: addInstances is not implemented)."""
-    if not res.scope.startswith("zones/"):
-        raise errors.unsupported("POST", f"{res.scope}/instanceGroups")
-    res.body["fingerprint"] = fingerprint(res.body.get("namedPorts"))
 
 
 # -- the VMs of a MIG -----------------------------------------------------------------------------
@@ -243,7 +237,9 @@ def render_mig(world, res, body: dict) -> None:
 
 def members(world, group) -> list:
     """The existing VMs of an instance group (a MIG's group: its created VMs)."""
-    mig = world.resources.get(group.owner) if group.owner else None
+    if not group.owner:
+        return unmanaged.members(world, group)
+    mig = world.resources.get(group.owner)
     if mig is None:
         return []
     found = []
@@ -317,8 +313,7 @@ def set_named_ports(world, res, body: dict) -> callable:
     if body.get("fingerprint") is not None:
         check_fingerprint(body["fingerprint"], res.body.get("fingerprint"))
     ports = body.get("namedPorts") or []
-    for i, port in enumerate(ports):
-        require(port, ("name", "port"), f"namedPorts[{i}]")
+    unmanaged.check_named_ports(ports, "namedPorts")
 
     def effect():
         for target in filter(None, [res, world.resources.get(res.owner or "")]):

@@ -1,7 +1,8 @@
 """The API methods: insert / get / list / delete / patch / update for every kind, the custom
 methods (setLabels, setTarget, setUrlMap, resize, listManagedInstances, setNamedPorts,
-listInstances) and the operations services. Each mutating method checks everything first (errors
-come back at once, as HTTP errors) and returns an operation whose effect applies when DONE."""
+listInstances, addInstances, removeInstances) and the operations services. Each mutating method
+checks everything first (errors come back at once, as HTTP errors) and returns an operation
+whose effect applies when DONE."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from . import errors, groups, refs
+from . import errors, groups, refs, unmanaged
 from .common import (check_fingerprint, check_labels, merge_patch, refresh_fingerprint,
                      require, set_labels)
 from .errors import invalid
@@ -22,7 +23,7 @@ from .world import Resource
 _PATH_PATTERN = "[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?|[1-9][0-9]{0,19}"   # a name or an id
 _PATH_NAME = re.compile(f"(?:{_PATH_PATTERN})\\Z")
 MUTATING = ("insert", "delete", "patch", "update", "setLabels", "setTarget", "setUrlMap",
-            "resize", "setNamedPorts")
+            "resize", "setNamedPorts", "addInstances", "removeInstances")
 _OUTPUT_ONLY = ("kind", "id", "creationTimestamp", "selfLink", "zone", "region", "status",
                 "users", "usedBy", "labelFingerprint", "currentActions", "instanceGroup",
                 "size")
@@ -299,6 +300,21 @@ def set_named_ports(world, kind, route, params, body) -> dict:
                          request_id=params.get("requestId"))
 
 
+def add_instances(world, kind, route, params, body, *, remove: bool = False) -> dict:
+    verb = "removeInstances" if remove else "addInstances"
+    if kind.collection != "instanceGroups" or route.scope_kind != "zones":
+        raise errors.unsupported("POST", f"{route.scope}/{route.collection}/{verb}")
+    res = world.require_idle(route.scope, route.collection, route.name)
+    change = unmanaged.remove_instances if remove else unmanaged.add_instances
+    effect = change(world, res, body)
+    return world.operate(res, f"compute.instanceGroups.{verb}", effect,
+                         request_id=params.get("requestId"))
+
+
+def remove_instances(world, kind, route, params, body) -> dict:
+    return add_instances(world, kind, route, params, body, remove=True)
+
+
 def list_instances(world, kind, route, params, body) -> dict:
     if kind.collection != "instanceGroups":
         raise errors.unsupported("POST", f"{route.collection}/listInstances")
@@ -310,7 +326,8 @@ _METHODS = {"get": get, "list": list_, "insert": insert, "delete": delete, "patc
             "update": update, "setLabels": set_labels_, "setTarget": set_target,
             "setUrlMap": set_url_map, "resize": resize,
             "listManagedInstances": list_managed_instances, "setNamedPorts": set_named_ports,
-            "listInstances": list_instances}
+            "listInstances": list_instances, "addInstances": add_instances,
+            "removeInstances": remove_instances}
 
 
 # -- operations -----------------------------------------------------------------------------------

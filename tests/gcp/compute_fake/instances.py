@@ -17,6 +17,7 @@ _MACHINE = re.compile(
     r"(?:standard|highmem|highcpu|megamem|ultramem|highgpu)-\d+"
     r"|e2-(?:micro|small|medium)|f1-micro|g1-small"
     r"|(?:(?:e2|n1|n2|n2d)-)?custom-\d+-\d+(?:-ext)?)\Z")
+_METADATA_KEY = re.compile(r"[a-zA-Z0-9_-]{1,127}\Z")
 
 
 def machine_type_link(world, zone: str, value: str, field: str) -> str:
@@ -105,7 +106,31 @@ def build_instance(world, res, params: dict) -> None:
     complete_disks(world.project, zone, res.ref.name, body["disks"])
     complete_nics(world, body["networkInterfaces"], "resource", zone=zone, claimant=res)
     set_labels(body, check_labels(body.get("labels")))
+    check_metadata(body.get("metadata"), "resource.metadata")
     _instance_defaults(body)
+
+
+def check_metadata(metadata: dict | None, field: str) -> None:
+    """Keys "must conform to the following regexp: [a-zA-Z0-9-_]+, and be less than 128 bytes";
+    a value at most 256 KiB; all keys and values "less than 512 KB" (compute_v1 ``Items``,
+    ``Metadata``). A key given twice is refused too (the fake may be stricter than GCE here)."""
+    seen, total = set(), 0
+    for i, item in enumerate((metadata or {}).get("items") or []):
+        key, value = item.get("key") or "", item.get("value") or ""
+        if not _METADATA_KEY.match(key):
+            raise invalid(f"{field}.items[{i}].key", key,
+                          "Must be a match of regex '[a-zA-Z0-9-_]{1,127}'")
+        if key in seen:
+            raise invalid(f"{field}.items[{i}].key", key, "Duplicate metadata key.")
+        seen.add(key)
+        size = len(value.encode())
+        if size > 262144:
+            raise invalid(f"{field}.items[{i}].value", "",
+                          "The value must be at most 262144 bytes (256 KiB).")
+        total += len(key) + size
+    if total >= 512 * 1024:
+        raise invalid(field, "", "The total size of all keys and values must be less than "
+                      "512 KB.")
 
 
 def _instance_defaults(body: dict) -> None:
@@ -135,6 +160,10 @@ def build_template(world, res, params: dict) -> None:
     props = body["properties"]
     check_template_machine_type(props["machineType"])
     check_labels(props.get("labels"), "resource.properties.labels")
+    check_metadata(props.get("metadata"), "resource.properties.metadata")
+    if props.get("metadata"):
+        props["metadata"].update(kind="compute#metadata",
+                                 fingerprint=fingerprint(props["metadata"].get("items")))
     complete_nics(world, props["networkInterfaces"], "resource.properties", zone=None,
                   claimant=None)
     for i, disk in enumerate(props["disks"]):

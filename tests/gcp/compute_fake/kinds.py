@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import balancing, groups, instances, vpc
+from . import balancing, groups, instances, unmanaged, vpc
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ KINDS = {k.collection: k for k in [
          fingerprint="required", patch=True,
          list_kinds=(("regions", "compute#regionInstanceGroupManagerList"),)),
     Kind("instanceGroups", ("zones", "regions"), "compute#instanceGroup", "instance_group",
-         build=groups.build_group, render=groups.render_group,
+         build=unmanaged.build_group, render=groups.render_group,
          list_kinds=(("regions", "compute#regionInstanceGroupList"),)),
     Kind("healthChecks", ("global", "regions"), "compute#healthCheck", "health_check",
          build=balancing.build_health_check, patch=True, update=True),

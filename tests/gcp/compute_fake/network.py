@@ -135,12 +135,22 @@ def _unusable(net) -> set:
     return {net.network_address + 1, net.broadcast_address - 1, net.broadcast_address}
 
 
+# External addresses come from documentation ranges (RFC 5737), never routed anywhere: a test
+# that wrongly connects to one reaches no real host.
+_EXTERNAL_RANGES = {"global": ipaddress.ip_network("203.0.113.0/24"),
+                    "regional": ipaddress.ip_network("198.51.100.0/24")}
+
+
 def external_ip(world, where: str) -> str:
-    """An ephemeral or static external address (34.x for global, 35.x for regional)."""
+    """An ephemeral or static external address: 203.0.113.x for global ones, 198.51.100.x for
+    regional ones (forwarding rules, reserved addresses, VMs' access configs)."""
     world.external_ips[where] += 1
     n = world.external_ips[where]
-    base = "34.120.0.0" if where == "global" else "35.192.0.0"
-    return str(ipaddress.ip_address(base) + n)
+    net = _EXTERNAL_RANGES[where]
+    if n >= net.num_addresses - 1:
+        raise errors.ApiError(403, "quotaExceeded", f"compute_fake has no more {where} external "
+                              f"addresses in {net}.", status="PERMISSION_DENIED")
+    return str(net.network_address + n)
 
 
 def address_users(world, address, *, include_pending: bool = False) -> list[str]:

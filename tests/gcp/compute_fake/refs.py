@@ -104,6 +104,11 @@ def resolve(world, collection: str, scope: str, body: dict) -> None:
                 wrong_scope = True  # a global LB part takes global parts, a regional one regional
             if ref.collection == "healthChecks" and scope == "global" and ref.scope != "global":
                 wrong_scope = True
+            if ref.collection not in allowed and ref.project == world.project:
+                # GCE's words (hashicorp/terraform-provider-google#4951: a backend pointing at
+                # an instanceGroupManagers URL instead of its instance group)
+                raise invalid(field, value, f"Unexpected resource collection "
+                              f"'{ref.collection}'.")
             target = world.visible(ref.path)
             if (ref.collection not in allowed or ref.project != world.project or wrong_scope
                     or target is None):
