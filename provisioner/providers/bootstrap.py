@@ -39,3 +39,15 @@ def render_bootstrap(address: str, bootstrap: Mapping[str, Any]) -> str:
                   supervisor_path=f"{ray_dir}/supervisor.sh")
     return render("cloud-node-bootstrap.sh.j2", address=address, supervisor=supervisor.rstrip(),
                   unit=unit.rstrip(), unit_name=UNIT_NAME, **facts)
+
+
+CHANGED_OUTSIDE = {"changed_outside_provisioner": True}
+
+
+def bootstrap_behind(address: str, script: str, recorded: Any) -> dict[str, Any]:
+    """The bootstrap facts behind a node's first-boot ``script`` as read from the cloud: the
+    recorded ones when they render to exactly that script, else a marker that differs from any
+    desired value (so the plan shows a change)."""
+    if isinstance(recorded, dict) and render_bootstrap(address, recorded) == script:
+        return dict(recorded)
+    return dict(CHANGED_OUTSIDE)

@@ -100,6 +100,28 @@ def ignore_codes(codes: frozenset[str] | set[str], action: Callable[[], T]) -> T
         raise
 
 
+def dashboard_gcs_health(dashboard_url: str) -> str | None:
+    """None when the head's dashboard says its GCS is healthy, else why not. The operator
+    reaches a cloud head's dashboard only (firewalls keep the GCS port to the nodes), and the
+    dashboard's GCS health endpoint answers for both."""
+    import urllib.request
+
+    url = f"{dashboard_url.rstrip('/')}/api/gcs_healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return None if response.status == 200 else f"{url} answered {response.status}"
+    except OSError as error:
+        return f"the head's dashboard does not answer ({url}: {error})"
+
+
+def in_known_order(live: list[T], known: list[T] | None, key: Callable[[T], Any]) -> list[T]:
+    """``live`` in the order the state or the spec wrote it, when it is the same set: clouds
+    answer sets (rules, backends) in their own order, which is no change."""
+    if known is not None and sorted(map(key, live)) == sorted(map(key, known)):
+        return list(known)
+    return live
+
+
 def lineage_name(owner: Owner, name: str, limit: int) -> str:
     """``name`` with the lineage's first 8 hex digits appended, within ``limit`` characters: two
     states of the same cluster name never collide, and the name still says whose it is."""

@@ -182,6 +182,16 @@ def _cidr(value: str) -> str:
     return value
 
 
+def package_store_problems(package_store: str | None, serve: Any, scheme: str,
+                           service: str) -> Iterator[Problem]:
+    """A cloud cluster's Serve code reaches its nodes through an object store: the cluster's
+    package store, else the checkpoint store if it is one."""
+    if package_store is None and not str(serve.checkpoint_store or "").startswith(f"{scheme}://"):
+        yield ("package_store",), (
+            f"Serve code must reach the nodes through {service}: set cluster.package_store (or "
+            f"serve.checkpoint_store) to a {scheme}://bucket/prefix URI")
+
+
 class CloudRay(SpecModel):
     """How Ray runs on cloud nodes (installed at first boot when the image lacks it)."""
 
@@ -279,10 +289,7 @@ class AwsSettings(SpecModel):
 
     def serve_problems(self, serve: Any) -> Iterator[Problem]:
         """Problems of this cluster with ``serve`` (the spec's ServeConfig)."""
-        if self.package_store is None and not str(serve.checkpoint_store or "").startswith("s3://"):
-            yield ("package_store",), (
-                "Serve code must reach the nodes through S3: set cluster.package_store (or "
-                "serve.checkpoint_store) to an s3://bucket/prefix URI")
+        return package_store_problems(self.package_store, serve, "s3", "S3")
 
     def problems(self) -> Iterator[Problem]:
         workers = self.workers
@@ -294,6 +301,101 @@ class AwsSettings(SpecModel):
             yield ("subnets",), "an application load balancer needs subnets in two zones at least"
         if self.head.subnet is not None and self.head.subnet not in self.subnets:
             yield ("head", "subnet"), f"{self.head.subnet!r} is not one of subnets"
+
+
+class GcpHead(SpecModel):
+    """The head: one instance at a reserved internal address (kept when recover replaces the
+    instance)."""
+
+    machine_type: str | None = Field(None, description="Default: cluster.machine_type.")
+    address: str | None = Field(None, description="Fixed internal address; default: Compute "
+                                "picks one when it is reserved, and it is kept.")
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise expected("an IP address") from None
+        return value
+
+
+class GcpWorkers(SpecModel):
+    """The workers: a managed instance group (no autohealing on /-/healthz)."""
+
+    machine_type: str | None = Field(None, description="Default: cluster.machine_type.")
+    size: Annotated[int, Field(ge=0)] = Field(2, description="The group's target size.")
+    regional: bool = Field(False, description="Spread over the region's zones (a regional "
+                           "group) instead of cluster.zone.")
+
+
+class GcpLoadBalancer(SpecModel):
+    """The global external Application LB (default) or a regional passthrough Network LB."""
+
+    type: Literal["http", "network"] = Field("http", description="http: global external "
+                                             "Application LB; network: regional passthrough "
+                                             "Network LB (clients reach Serve's port).")
+    listen_port: Literal[80, 8080] = Field(80, description="http: the port clients connect to.")
+    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"],
+                                     description="network: who may connect (firewall).")
+    timeout_s: Annotated[int, Field(ge=1, le=86400)] = Field(
+        300, description="How long a request may take (backend service timeout).")
+    include_head: bool = Field(True, description="Send to the head's proxy too.")
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        return [_cidr(value) for value in values]
+
+
+class GcpSettings(SpecModel):
+    """A Ray cluster on Compute Engine: the head on one instance, workers in a managed
+    instance group, a load balancer in front. The network and subnetwork are yours."""
+
+    project: str = Field(description="Google Cloud project id.")
+    region: str = Field(description="Region, e.g. us-central1.")
+    zone: str = Field(description="Zone of the head (and of a zonal worker group).")
+    network: str = Field("default", description="VPC network name.")
+    subnetwork: str = Field("default", description="Subnetwork (in the region) name.")
+    image: str = Field(description="Boot image, e.g. "
+                       "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts.")
+    machine_type: str = Field("n2-standard-4", description="Default machine type.")
+    operator_cidr: str = Field(description="Who may reach SSH and the Ray dashboard (the "
+                               "machine running provisioner must be inside).")
+    service_account: str | None = Field(None, description="Nodes' service account email (it "
+                                        "must read the package store).")
+    public_ips: bool = Field(True, description="Give nodes external addresses (to install "
+                             "Ray at first boot); false if the network has Cloud NAT.")
+    node_dir: str = Field("/var/lib/provisioner", description="Directory of our files on nodes.")
+    package_store: str | None = Field(
+        None, description="gs://bucket/prefix where Serve code packages go for the nodes to "
+        "fetch; default: serve.checkpoint_store when it is on GCS.")
+    head: GcpHead = Field(default_factory=GcpHead)
+    workers: GcpWorkers = Field(default_factory=GcpWorkers)
+    lb: GcpLoadBalancer = Field(default_factory=GcpLoadBalancer)
+    ray: CloudRay = Field(default_factory=CloudRay)
+
+    @field_validator("operator_cidr")
+    @classmethod
+    def _operator(cls, value: str) -> str:
+        return _cidr(value)
+
+    @field_validator("package_store")
+    @classmethod
+    def _package_store(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^gs://[^/]+", value):
+            raise expected("gs://bucket/prefix")
+        return value
+
+    def serve_problems(self, serve: Any) -> Iterator[Problem]:
+        """Problems of this cluster with ``serve`` (the spec's ServeConfig)."""
+        return package_store_problems(self.package_store, serve, "gs", "Cloud Storage")
+
+    def problems(self) -> Iterator[Problem]:
+        if not self.zone.startswith(self.region + "-"):
+            yield ("zone",), f"{self.zone!r} is not a zone of region {self.region!r}"
 
 
 @dataclass(frozen=True)
@@ -325,4 +427,6 @@ def register(name: str, settings: type[SpecModel], description: str) -> None:
 register("local", LocalSettings, "A single-node Ray cluster on this machine.")
 register("memory", MemorySettings, "In-memory resources for engine tests and benchmarks.")
 register("ssh", SshSettings, "Ray on machines reached over SSH, with HAProxy in front.")
+register("gcp", GcpSettings, "Ray on Compute Engine: a managed instance group behind a "
+         "Google Cloud load balancer.")
 register("aws", AwsSettings, "Ray on EC2: an Auto Scaling group of workers behind an ALB/NLB.")

@@ -22,9 +22,15 @@ from provisioner.providers.aws.common import (
     tag_dict,
     tag_list,
 )
-from provisioner.providers.cloud import ignore_codes, known_by_address, regions
+from provisioner.providers.cloud import (
+    ignore_codes,
+    in_known_order,
+    known_by_address,
+    regions,
+)
 from provisioner.providers.base import ListScope, LiveResource
-from provisioner.providers.bootstrap import render_bootstrap
+from provisioner.providers.bootstrap import bootstrap_behind, render_bootstrap
+from provisioner.providers.cloud import dashboard_gcs_health
 
 GONE_SG = frozenset({"InvalidGroup.NotFound", "InvalidGroupId.NotFound"})
 GONE_ENI = frozenset({"InvalidNetworkInterfaceID.NotFound"})
@@ -100,14 +106,6 @@ def permission_of(group_id: str, rule: Mapping[str, Any]) -> dict[str, Any]:
     return perm
 
 
-def in_known_order(live: list[dict], known: list[dict] | None) -> list[dict]:
-    """The live rules in the order the state or spec wrote them when they are the same set
-    (EC2 returns them in its own order)."""
-    if known is not None and sorted(map(rule_key, live)) == sorted(map(rule_key, known)):
-        return [dict(rule) for rule in known]
-    return live
-
-
 class SecurityGroup(_Ec2Type):
     """``aws_security_group``: a VPC security group with its ingress rules (egress: EC2's
     default, everything). Attributes: region, vpc_id, name, description, ingress (list of
@@ -130,7 +128,7 @@ class SecurityGroup(_Ec2Type):
                 "name": (recorded.attributes.get("name") if recorded else group["GroupName"]),
                 "description": group.get("Description", ""),
                 "ingress": in_known_order(rules, recorded.attributes.get("ingress")
-                                          if recorded else None),
+                                          if recorded else None, rule_key),
                 "id": group["GroupId"], "aws_name": group["GroupName"],
             }
             found.append(LiveResource(address, group["GroupId"], attributes, tags.get(TAG_TOKEN)))
@@ -268,7 +266,6 @@ class NetworkInterface(_Ec2Type):
 
 TEMPLATE_KEYS = ("image_id", "instance_type", "key_name", "security_group_ids", "bootstrap",
                  "iam_instance_profile")
-CHANGED_OUTSIDE = {"changed_outside_provisioner": True}
 
 
 def template_data(address: str, desired: Mapping[str, Any]) -> dict[str, Any]:
@@ -294,9 +291,7 @@ def attributes_of_template(address: str, data: Mapping[str, Any],
     render to the version's user-data, else a marker that differs from any desired value."""
     user_data = data.get("UserData")
     script = base64.b64decode(user_data).decode(errors="replace") if user_data else ""
-    bootstrap = recorded.get("bootstrap")
-    if not isinstance(bootstrap, dict) or render_bootstrap(address, bootstrap) != script:
-        bootstrap = CHANGED_OUTSIDE
+    bootstrap = bootstrap_behind(address, script, recorded.get("bootstrap"))
     return {
         "image_id": data.get("ImageId"), "instance_type": data.get("InstanceType"),
         "key_name": data.get("KeyName"),
@@ -483,21 +478,10 @@ class Instance(_Ec2Type):
         return attributes.get("role") == "head"
 
     def head_health(self, record: LiveResource) -> str | None:
-        import urllib.request
-
         state = self._state(record.attributes["region"], record.id)
         if state != "running":
             return f"instance {record.id} is {state or 'gone'}"
-        # The operator reaches the dashboard only (the security group keeps the GCS port to
-        # the nodes); the dashboard's GCS health endpoint answers for both.
-        url = f"{record.attributes.get('dashboard_url')}/api/gcs_healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return None
-                return f"{url} answered {response.status}"
-        except OSError as error:
-            return f"the head's dashboard does not answer ({url}: {error})"
+        return dashboard_gcs_health(str(record.attributes.get("dashboard_url")))
 
     def _state(self, region: str, instance_id: str) -> str | None:
         answer = ignore_codes(GONE_INSTANCE, lambda: self.call(

@@ -1,0 +1,256 @@
+"""The GCP provider end to end: the CLI applies ``examples/gcp`` (less its Serve part, see
+``tests/gcp/support.py``) against the Compute fake, driven by the real google-cloud-compute
+clients. One fake for the module; each test has its own working directory, so its own lineage,
+and checks only what that lineage owns."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.gcp.compute_fake import compute_fake
+from tests.gcp.support import GcpBench, cli, empty_census, events, write_workdir
+
+LOCAL_STATE = {"backend": "local"}
+READ_ONLY_POSTS = {"listInstances", "listManagedInstances"}  # POSTs that change nothing
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[GcpBench]:
+    with compute_fake() as fake:
+        yield GcpBench(fake, {})
+
+
+@pytest.fixture
+def workdir(bench: GcpBench, tmp_path: Path) -> Path:
+    bench.fake.operation_polls_before_done = 1
+    return write_workdir(tmp_path / "gcp", bench.variables(), state=LOCAL_STATE)
+
+
+def state_of(workdir: Path) -> dict:
+    return json.loads((workdir / ".provisioner" / "state.json").read_text())
+
+
+def apply(workdir: Path, bench: GcpBench, *extra: str) -> subprocess.CompletedProcess:
+    result = cli(workdir, bench, "apply", "--auto-approve", *extra)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def destroy_leaves_nothing(workdir: Path, bench: GcpBench, *extra: str) -> None:
+    lineage = state_of(workdir)["lineage"]
+    result = cli(workdir, bench, "destroy", "--auto-approve", *extra)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert bench.census(lineage) == empty_census()
+
+
+def calls(bench: GcpBench, since: int) -> Counter:
+    return Counter(f"{method} {path.split('?')[0].split('/')[-1] if method != 'GET' else ''}"
+                   for method, path in bench.fake.requests[since:])
+
+
+def test_apply_makes_the_whole_chain_wired(bench: GcpBench, workdir: Path) -> None:
+    result = apply(workdir, bench)
+    state = state_of(workdir)
+    records = state["resources"]
+    census = bench.census(state["lineage"])
+    assert {path: len(names) for path, names in census.items() if names} == {
+        "global/firewalls": 3, "global/instanceTemplates": 1, "global/healthChecks": 1,
+        "global/backendServices": 1, "global/urlMaps": 1, "global/targetHttpProxies": 1,
+        "global/forwardingRules": 1, "regions/us-central1/addresses": 1,
+        # the head and the group's two workers (labelled by their template)
+        "zones/us-central1-a/instances": 3,
+        "zones/us-central1-a/instanceGroupManagers": 1, "zones/us-central1-a/instanceGroups": 1,
+    }, census
+
+    def get(record: str) -> dict:
+        link = records[record]["attributes"]["self_link"]
+        return bench.get(link.split(f"projects/{bench.fake.project}/", 1)[1])
+
+    rule, proxy = get("gcp_global_forwarding_rule.main"), get("gcp_target_http_proxy.main")
+    url_map, service = get("gcp_url_map.main"), get("gcp_backend_service.serve")
+    health, group = get("gcp_health_check.serve"), get("gcp_instance_group_manager.workers")
+    # forwarding rule -> proxy -> URL map -> backend service -> the groups, health check
+    assert rule["target"] == proxy["selfLink"] and rule["portRange"].startswith("80")
+    assert rule["loadBalancingScheme"] == "EXTERNAL_MANAGED"
+    assert proxy["urlMap"] == url_map["selfLink"]
+    assert url_map["defaultService"] == service["selfLink"]
+    assert service["healthChecks"] == [health["selfLink"]] and service["portName"] == "serve"
+    groups = {b["group"] for b in service["backends"]}
+    assert group["instanceGroup"] in groups
+    head_group = get("gcp_instance_group.head")
+    assert head_group["selfLink"] in groups
+    assert health["httpHealthCheck"]["requestPath"] == "/-/healthz"
+    assert health["checkIntervalSec"] * health["unhealthyThreshold"] < 30
+    assert not group.get("autoHealingPolicies")  # a 503 from a node without replicas is fine
+    assert group["namedPorts"] == [{"name": "serve", "port": 8000}]
+    assert group["targetSize"] == 2
+
+    # The head sits at the reserved address; the workers' startup-script points at it.
+    address = get("gcp_address.head")
+    head = get("gcp_instance.head")
+    assert head["networkInterfaces"][0]["networkIP"] == address["address"]
+    assert address["status"] == "IN_USE"
+    template = get("gcp_instance_template.workers")
+    script = next(i["value"] for i in template["properties"]["metadata"]["items"]
+                  if i["key"] == "startup-script")
+    assert f"echo {address['address']}:6379 > \"$RAY_DIR/head_address\"" in script
+    assert state["outputs"]["lb_ip"] == rule["IPAddress"]
+    assert f'lb_ip = "{rule["IPAddress"]}"' in result.stdout
+
+    again = cli(workdir, bench, "plan", "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr
+    destroy_leaves_nothing(workdir, bench)
+
+
+def test_refresh_costs_the_same_for_2_and_50_workers_and_resizing_updates_the_group_only(
+        bench: GcpBench, workdir: Path) -> None:
+    apply(workdir, bench)
+    start = len(bench.fake.requests)
+    assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
+    with_2 = calls(bench, start)
+
+    scaled = cli(workdir, bench, "plan", "--detailed-exitcode", "--json", "--var", "workers=50")
+    assert scaled.returncode == 2, scaled.stdout[-2000:] + scaled.stderr
+    changes = [(e["address"], e["action"]) for e in events(scaled.stdout)
+               if e["type"] == "planned_change"]
+    assert changes == [("gcp_instance_group_manager.workers", "update")]
+
+    start = len(bench.fake.requests)
+    apply(workdir, bench, "--var", "workers=50")
+    mutating = {path.split("?")[0].rsplit("/", 1)[-1] for method, path in
+                bench.fake.requests[start:] if method == "POST" and "/operations/" not in path}
+    assert mutating - READ_ONLY_POSTS == {"resize"}, mutating
+    bench.fake.settle_groups()
+    name = state_of(workdir)["resources"]["gcp_instance_group_manager.workers"]["attributes"][
+        "gce_name"]
+    managed = bench.get(f"zones/us-central1-a/instanceGroupManagers/{name}")
+    assert managed["targetSize"] == 50
+
+    start = len(bench.fake.requests)
+    assert cli(workdir, bench, "plan", "--detailed-exitcode", "--var",
+               "workers=50").returncode == 0
+    with_50 = calls(bench, start)
+    print(f"refresh calls: 2 workers {sum(with_2.values())}, 50 workers "
+          f"{sum(with_50.values())}")
+    assert with_50 == with_2
+    destroy_leaves_nothing(workdir, bench, "--var", "workers=50")
+
+
+def test_an_apply_killed_while_waiting_on_operations_is_adopted(bench: GcpBench,
+                                                                workdir: Path) -> None:
+    fake = bench.fake
+    fake.operation_polls_before_done = 10**6  # nothing finishes until the test says so
+    start = len(fake.requests)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "apply", "--auto-approve", "--var-file",
+         "gcp.json"], cwd=workdir, env=bench.env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(m == "POST" and "addresses" in p for m, p in fake.requests[start:]):
+            assert time.monotonic() < deadline, "the apply never inserted the address"
+            time.sleep(0.05)
+        time.sleep(1.0)  # its operation is being waited on
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    inserted = Counter(path.split("?")[0].rsplit("/", 1)[-1] for method, path
+                       in fake.requests[start:] if method == "POST")
+    fake.operation_polls_before_done = 1
+    fake.finish_operations()  # the inserts the dead run started complete anyway
+    state = state_of(workdir)
+    assert {p["address"] for p in state["pending"]} >= {"gcp_address.head"}
+
+    locked = cli(workdir, bench, "apply", "--auto-approve")
+    assert locked.returncode == 3, locked.stdout[-1000:] + locked.stderr
+    lock_id = re.search(r"force-unlock (\S+)", locked.stderr).group(1)
+    assert cli(workdir, bench, "force-unlock", lock_id).returncode == 0
+    result = apply(workdir, bench)
+    assert "adopted" in result.stdout + result.stderr
+    census = bench.census(state["lineage"])
+    assert len(census["regions/us-central1/addresses"]) == 1
+    assert len(census["global/firewalls"]) == 3
+    assert inserted["addresses"] == 1
+    assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
+    destroy_leaves_nothing(workdir, bench)
+
+
+def test_throttling_and_server_errors_are_retried_as_events(bench: GcpBench,
+                                                            workdir: Path) -> None:
+    fake = bench.fake
+    fake.inject(429, method="insert", collection="firewalls", times=2)
+    fake.inject(503, method="insert", collection="instanceGroupManagers", times=1)
+    fake.inject(500, method="list", collection="healthChecks", times=1)
+    result = apply(workdir, bench, "--json")
+    retries = [e for e in events(result.stdout) if e["type"] == "provider_retry"]
+    seen = Counter(e["data"]["operation"] for e in retries)
+    assert seen["Firewalls.insert_unary"] == 2
+    assert seen["InstanceGroupManagers.insert_unary"] == 1
+    assert seen["HealthChecks.list"] >= 1
+    assert all(e["level"] == "warn" for e in retries)
+    census = bench.census(state_of(workdir)["lineage"])
+    assert len(census["global/firewalls"]) == 3  # retried inserts made no duplicates
+    assert len(census["zones/us-central1-a/instanceGroupManagers"]) == 1
+    assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
+    destroy_leaves_nothing(workdir, bench)
+
+
+def test_a_regional_group_behind_a_passthrough_network_lb(bench: GcpBench,
+                                                          tmp_path: Path) -> None:
+    workdir = write_workdir(tmp_path / "gcp", bench.variables(lb_type="network",
+                                                              regional_workers=True),
+                            state=LOCAL_STATE)
+    apply(workdir, bench)
+    records = state_of(workdir)["resources"]
+    assert "gcp_region_instance_group_manager.workers" in records
+    rule = records["gcp_forwarding_rule.main"]["attributes"]
+    service = records["gcp_region_backend_service.serve"]["attributes"]
+    assert rule["backend_service"] == service["self_link"]
+    assert (service["protocol"], service["load_balancing_scheme"]) == ("TCP", "EXTERNAL")
+    assert {b["balancing_mode"] for b in service["backends"]} == {"CONNECTION"}
+    assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
+    destroy_leaves_nothing(workdir, bench)
+
+
+def test_recover_replaces_the_lost_head_at_the_same_address(bench: GcpBench,
+                                                            workdir: Path) -> None:
+    apply(workdir, bench)
+    records = state_of(workdir)["resources"]
+    head = records["gcp_instance.head"]["attributes"]
+    ip = records["gcp_address.head"]["attributes"]["ip"]
+    client_delete = bench.fake.client  # the head is lost: deleted behind our back
+    from google.cloud import compute_v1
+
+    client_delete(compute_v1.InstancesClient).delete(
+        project=bench.fake.project, zone="us-central1-a", instance=head["gce_name"]).result()
+
+    start = len(bench.fake.requests)
+    result = cli(workdir, bench, "recover", "--auto-approve", "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert {"head_lost", "recover_complete"} <= {e["type"] for e in events(result.stdout)}
+    changed = {path.split("?")[0].split("/projects/")[1].split("/")[3]
+               for method, path in bench.fake.requests[start:]
+               if method in ("POST", "DELETE", "PATCH") and "/operations/" not in path
+               and path.split("?")[0].rsplit("/", 1)[-1] not in READ_ONLY_POSTS}
+    # the instance and its place in the head's group; nothing of the workers or the LB chain
+    assert changed <= {"instances", "instanceGroups"}, changed
+    after = state_of(workdir)["resources"]
+    new_head = bench.get(f"zones/us-central1-a/instances/{after['gcp_instance.head']['attributes']['gce_name']}")
+    assert new_head["networkInterfaces"][0]["networkIP"] == ip
+    assert after["gcp_instance_group_manager.workers"] == records[
+        "gcp_instance_group_manager.workers"]
+    assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
+    destroy_leaves_nothing(workdir, bench)
