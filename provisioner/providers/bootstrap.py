@@ -26,7 +26,8 @@ def installed_ray_version() -> str:
     return version("ray")
 
 
-def render_bootstrap(address: str, bootstrap: Mapping[str, Any]) -> str:
+def render_bootstrap(address: str, bootstrap: Mapping[str, Any],
+                     unit_dir: str = "/etc/systemd/system") -> str:
     facts = {key: bootstrap.get(key) for key in KEYS}
     facts["ray_version"] = facts["ray_version"] or installed_ray_version()
     ray_dir = f"{facts['node_dir']}/ray"
@@ -38,7 +39,7 @@ def render_bootstrap(address: str, bootstrap: Mapping[str, Any]) -> str:
     unit = render("ray-node.service.j2", address=address,
                   supervisor_path=f"{ray_dir}/supervisor.sh")
     return render("cloud-node-bootstrap.sh.j2", address=address, supervisor=supervisor.rstrip(),
-                  unit=unit.rstrip(), unit_name=UNIT_NAME, **facts)
+                  unit=unit.rstrip(), unit_name=UNIT_NAME, unit_dir=unit_dir, **facts)
 
 
 CHANGED_OUTSIDE = {"changed_outside_provisioner": True}
