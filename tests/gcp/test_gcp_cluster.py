@@ -231,10 +231,10 @@ def test_recover_replaces_the_lost_head_at_the_same_address(bench: GcpBench,
     records = state_of(workdir)["resources"]
     head = records["gcp_instance.head"]["attributes"]
     ip = records["gcp_address.head"]["attributes"]["ip"]
-    client_delete = bench.fake.client  # the head is lost: deleted behind our back
     from google.cloud import compute_v1
 
-    client_delete(compute_v1.InstancesClient).delete(
+    # The head is lost: deleted behind our back.
+    bench.fake.client(compute_v1.InstancesClient).delete(
         project=bench.fake.project, zone="us-central1-a", instance=head["gce_name"]).result()
 
     start = len(bench.fake.requests)
@@ -252,5 +252,22 @@ def test_recover_replaces_the_lost_head_at_the_same_address(bench: GcpBench,
     assert new_head["networkInterfaces"][0]["networkIP"] == ip
     assert after["gcp_instance_group_manager.workers"] == records[
         "gcp_instance_group_manager.workers"]
+    assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
+    destroy_leaves_nothing(workdir, bench)
+
+
+def test_an_operation_that_fails_is_a_clear_error(bench: GcpBench, workdir: Path) -> None:
+    bench.fake.fail_next_insert("instances", "ZONE_RESOURCE_POOL_EXHAUSTED",
+                                "The zone 'projects/test-project/zones/us-central1-a' does not "
+                                "have enough resources available to fulfill the request.")
+    result = cli(workdir, bench, "apply", "--auto-approve")
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "gcp_instance.head" in output and "ZONE_RESOURCE_POOL_EXHAUSTED" in output
+    assert "try another zone or machine type" in output
+    # The rest is recorded; the next apply makes only the head and what needs it.
+    records = state_of(workdir)["resources"]
+    assert "gcp_address.head" in records and "gcp_instance.head" not in records
+    apply(workdir, bench)
     assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
     destroy_leaves_nothing(workdir, bench)
