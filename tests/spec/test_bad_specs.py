@@ -34,6 +34,8 @@ class Bad:
 
 
 WITH_SERVE = BASE_SPEC + "serve:\n  manifest: serve.yaml\n"
+GCP_SPEC = ("version: 1\nname: g1\nprovider: gcp\ncluster:\n  project: p-1\n  region: us-central1\n"
+            "  zone: us-central1-a\n  image: img\n  operator_cidr: 10.0.0.0/8\n")
 AWS_SPEC = ("version: 1\nname: a1\nprovider: aws\ncluster:\n  region: us-east-1\n  vpc_id: vpc-1\n"
             "  subnets: [subnet-a, subnet-b]\n  image_id: ami-1\n  operator_cidr: 10.0.0.0/8\n")
 APP_DIR = {"app/": ""}
@@ -65,10 +67,17 @@ CASES = [
     Bad("bad-name-trailing-dash", "version: 1\nname: quick-\nprovider: local\n", ["lowercase"], path="name"),
     Bad("bad-name-too-long", f"version: 1\nname: {'a' * 41}\nprovider: local\n", ["2-40"], path="name"),
     Bad("name-not-string", "version: 1\nname: 12\nprovider: local\n", ["expected a string, got 12"], path="name"),
-    Bad("state-backend-unknown", BASE_SPEC + "state: {backend: gcs}\n", ["expected 'local' or 's3'", "got 'gcs'"], path="state.backend"),
+    Bad("state-backend-unknown", BASE_SPEC + "state: {backend: azure}\n", ["expected 'local', 's3' or 'gcs'", "got 'azure'"], path="state.backend"),
     Bad("state-s3-without-bucket", BASE_SPEC + "state: {backend: s3}\n", ["is required when state.backend is s3"], path="state.bucket"),
     Bad("state-s3-with-path", BASE_SPEC + "state: {backend: s3, bucket: tfstate, path: s.json}\n", ["applies to state.backend local only"], path="state.path"),
-    Bad("state-bucket-with-local", BASE_SPEC + "state: {bucket: tfstate}\n", ["applies to state.backend s3 only", "state.backend is local"], path="state.bucket"),
+    Bad("state-bucket-with-local", BASE_SPEC + "state: {bucket: tfstate}\n", ["applies to state.backend s3 and gcs only", "state.backend is local"], path="state.bucket"),
+    Bad("state-gcs-without-bucket", BASE_SPEC + "state: {backend: gcs, project: my-project}\n", ["is required when state.backend is gcs"], path="state.bucket"),
+    Bad("state-gcs-with-path", BASE_SPEC + "state: {backend: gcs, bucket: tfstate, path: s.json}\n", ["applies to state.backend local only", "with s3 and gcs the state is the object state.key"], path="state.path"),
+    Bad("state-gcs-with-region", BASE_SPEC + "state: {backend: gcs, bucket: tfstate, region: europe-west1}\n", ["applies to state.backend s3 only", "state.backend is gcs"], path="state.region"),
+    Bad("state-project-with-s3", BASE_SPEC + "state: {backend: s3, bucket: tfstate, project: my-project}\n", ["applies to state.backend gcs only", "state.backend is s3"], path="state.project"),
+    Bad("state-gcs-bucket-is-a-uri", BASE_SPEC + "state: {backend: gcs, bucket: 'gs://tfstate/x'}\n", ["expected a Cloud Storage bucket name", "got 'gs://tfstate/x'"], path="state.bucket"),
+    Bad("state-gcs-bucket-goog", BASE_SPEC + "state: {backend: gcs, bucket: google-state}\n", ["expected a Cloud Storage bucket name"], path="state.bucket"),
+    Bad("state-gcs-project-bad", BASE_SPEC + "state: {backend: gcs, bucket: tfstate, project: My Project}\n", ["expected a project id"], path="state.project"),
     Bad("state-bucket-is-a-uri", BASE_SPEC + "state: {backend: s3, bucket: 's3://tfstate/x'}\n", ["expected an S3 bucket name", "got 's3://tfstate/x'"], path="state.bucket"),
     Bad("state-key-absolute", BASE_SPEC + "state: {backend: s3, bucket: tfstate, key: /x/state.json}\n", ["expected an object key"], path="state.key"),
     Bad("state-region-bad", BASE_SPEC + "state: {backend: s3, bucket: tfstate, region: US East}\n", ["expected a region name"], path="state.region"),
@@ -103,6 +112,11 @@ CASES = [
     Bad("aws-elb-lb-type", AWS_SPEC + "  lb: {type: classic}\n", ["'application'", "'network'"], path="cluster.lb.type"),
     Bad("aws-serve-without-s3", AWS_SPEC + "serve:\n  manifest: serve.yaml\n", ["Serve code must reach the nodes through S3", "package_store"], path="cluster.package_store", files={"serve.yaml": SERVE_YAML, **APP_DIR}),
     Bad("aws-package-store-not-s3", AWS_SPEC + "  package_store: gs://b/p\n", ["expected s3://bucket/prefix"], path="cluster.package_store"),
+    # -- gcp cluster settings ---------------------------------------------------------------
+    Bad("gcp-missing-project", GCP_SPEC.replace("  project: p-1\n", ""), ["is required"], path="cluster.project"),
+    Bad("gcp-zone-elsewhere", GCP_SPEC.replace("zone: us-central1-a", "zone: europe-west1-b"), ["'europe-west1-b' is not a zone of region 'us-central1'"], path="cluster.zone"),
+    Bad("gcp-lb-port", GCP_SPEC + "  lb: {listen_port: 443}\n", ["80", "8080"], path="cluster.lb.listen_port"),
+    Bad("gcp-serve-without-gcs", GCP_SPEC + "serve:\n  manifest: serve.yaml\n  checkpoint_store: s3://b/p\n", ["through Cloud Storage", "gs://bucket/prefix"], path="cluster.package_store", files={"serve.yaml": SERVE_YAML, **APP_DIR}),
     # -- variable declarations --------------------------------------------------------------
     Bad("var-decl-bad-type", BASE_SPEC + "variables:\n  port: {type: integer}\n", ["expected 'string', 'number', 'bool', 'list', 'map' or 'any'", "got 'integer'"], path="variables.port.type"),
     Bad("var-decl-unknown-key", BASE_SPEC + "variables:\n  port: {defualt: 1}\n", ["unknown key 'defualt'", "did you mean 'default'?"], path="variables.port.defualt"),
