@@ -177,17 +177,33 @@ class Applier:
             if change.after and key in change.after:
                 desired[key] = change.after[key]
         token = uuid.uuid4().hex
+        deposed = self._depose(change)
         self._journal(change, "create", token)
         provider = self.providers.get(change.type)
         started = self._started(change, "create")
         try:
             live = self._call(change.address, lambda: provider.create(change.address, desired, token))
         except Exception as error:
-            self._record_failed_create(change, desired, token)
+            self._record_failed_create(change, desired, token, deposed)
             self._errored(change, "create", started, error)
             raise
         self._record(change, live, token)
         self._completed(change, "create", started, live)
+
+    def _depose(self, change: ResourceChange) -> str | None:
+        """Create-before-destroy: the object being replaced moves aside in the state, to
+        ``<address>#deposed``, until its delete; so the new one can be recorded at the address
+        and the old one is never unrecorded (refresh finds it there by its token)."""
+        if not (change.action is Action.REPLACE and change.create_before_destroy):
+            return None
+        deposed = deposed_address(change.address)
+
+        def move(doc: StateDocument) -> None:
+            if change.address in doc.resources:
+                doc.resources[deposed] = doc.resources.pop(change.address)
+
+        self.session.update(move)
+        return deposed if deposed in self.session.document.resources else None
 
     def _update(self, change: ResourceChange) -> None:
         desired = self._desired(change)
@@ -206,10 +222,13 @@ class Applier:
         self._completed(change, "update", started, live)
 
     def _delete(self, change: ResourceChange) -> None:
-        if change.address not in self.session.document.resources:
+        recorded = change.address
+        if change.action is Action.REPLACE and change.create_before_destroy:
+            recorded = deposed_address(change.address)
+        if recorded not in self.session.document.resources:
             return  # gone already (found deleted by refresh)
         token = uuid.uuid4().hex
-        prior = self._prior(change.address)
+        prior = self._prior(recorded)
         self._journal(change, "delete", token)
         provider = self.providers.get(change.type)
         started = self._started(change, "delete")
@@ -217,12 +236,12 @@ class Applier:
             if not change.forget:
                 self._call(change.address, lambda: provider.delete(change.address, prior))
         except Exception as error:
-            self.session.update(lambda doc: (_taint(doc, change.address), journal.finish(doc, token)))
+            self.session.update(lambda doc: (_taint(doc, recorded), journal.finish(doc, token)))
             self._errored(change, "delete", started, error)
             raise
 
         def forget(doc: StateDocument) -> None:
-            doc.resources.pop(change.address, None)
+            doc.resources.pop(recorded, None)
             journal.finish(doc, token)
 
         self.session.update(forget)
@@ -286,8 +305,10 @@ class Applier:
 
         self.session.update(store)
 
-    def _record_failed_create(self, change: ResourceChange, desired: dict, token: str) -> None:
-        """Adopt, as tainted, whatever a failed create left behind; else just clear the entry."""
+    def _record_failed_create(self, change: ResourceChange, desired: dict, token: str,
+                              deposed: str | None = None) -> None:
+        """Adopt, as tainted, whatever a failed create left behind; else just clear the entry
+        (and put back the object a create-before-destroy moved aside: it stays in use)."""
         try:
             scope = ListScope(self.providers.ctx.owner, [KnownResource(change.address, desired)])
             found = [r for r in self.providers.get(change.type).list(scope) if r.token == token]
@@ -297,6 +318,8 @@ class Applier:
         def store(doc: StateDocument) -> None:
             journal.finish(doc, token)
             doc.resources.pop(change.address, None)
+            if deposed in doc.resources and not found:
+                doc.resources[change.address] = doc.resources.pop(deposed)
             if found:
                 attributes, sensitive = redact(found[0].attributes, self.secrets)
                 doc.resources[change.address] = ResourceRecord(
@@ -378,6 +401,11 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, ProviderError):
         return f"{error}\n    {error.hint}" if error.hint else str(error)
     return f"{type(error).__name__}: {error}"
+
+
+def deposed_address(address: str) -> str:
+    """Where a create-before-destroy replace keeps the old object until it is deleted."""
+    return f"{address}#deposed"
 
 
 def resolve_pending(session, providers: Providers, emit: Emit,

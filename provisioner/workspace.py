@@ -254,12 +254,18 @@ def refresh_live(
     def list_type(type_name: str) -> list[LiveResource]:
         return providers.get(type_name).list(ListScope(owner, known[type_name], rebuilding))
 
+    # A resource is known by its create token first: an object a create-before-destroy moved
+    # aside (``<address>#deposed``) still says the address it was made for.
+    by_token = {record.token: address for address, record in document.resources.items()
+                if record.token}
     live: dict[str, LiveResource] = {}
     with ThreadPoolExecutor(max_workers=min(8, len(known))) as pool:
         for items in pool.map(list_type, sorted(known)):
             for item in items:
-                if item.address not in lost:
-                    live[item.address] = item
+                address = by_token.get(item.token, item.address) if item.token else item.address
+                if address not in lost:
+                    item.address = address
+                    live[address] = item
     emit(make_event("refresh_complete", f"found {len(live)} live resource(s)",
                     data={"live": len(live)}))
     return live

@@ -271,3 +271,32 @@ def test_an_operation_that_fails_is_a_clear_error(bench: GcpBench, workdir: Path
     apply(workdir, bench)
     assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
     destroy_leaves_nothing(workdir, bench)
+
+
+def test_a_new_worker_template_is_made_before_the_old_goes_and_no_node_restarts(
+        bench: GcpBench, workdir: Path) -> None:
+    apply(workdir, bench)
+    before = state_of(workdir)["resources"]
+    new_type = ("--var", "worker_machine_type=n2-standard-8")
+    planned = cli(workdir, bench, "plan", "--json", *new_type)
+    changes = {e["address"]: e["action"] for e in events(planned.stdout)
+               if e["type"] == "planned_change"}
+    assert changes == {"gcp_instance_template.workers": "replace",
+                       "gcp_instance_group_manager.workers": "update"}, changes
+    start = len(bench.fake.requests)
+    apply(workdir, bench, *new_type)
+    writes = [(method, path.split("?")[0].split("/projects/")[1].split("/", 2)[-1])
+              for method, path in bench.fake.requests[start:]
+              if method in ("POST", "PATCH", "DELETE") and "/operations/" not in path]
+    # the new template first, then the group moves to it, then the old template goes
+    order = [w for w in writes if "instanceTemplates" in w[1] or "instanceGroupManagers" in w[1]]
+    assert [m for m, _ in order] == ["POST", "PATCH", "DELETE"], writes
+    after = state_of(workdir)["resources"]
+    assert after["gcp_instance.head"] == before["gcp_instance.head"]
+    name = after["gcp_instance_group_manager.workers"]["attributes"]["gce_name"]
+    managed = bench.get(f"zones/us-central1-a/instanceGroupManagers/{name}")
+    assert managed["instanceTemplate"].endswith(
+        after["gcp_instance_template.workers"]["attributes"]["gce_name"])
+    assert managed["updatePolicy"]["type"] == "OPPORTUNISTIC"
+    assert cli(workdir, bench, "plan", "--detailed-exitcode", *new_type).returncode == 0
+    destroy_leaves_nothing(workdir, bench, *new_type)
