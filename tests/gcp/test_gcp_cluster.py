@@ -300,3 +300,36 @@ def test_a_new_worker_template_is_made_before_the_old_goes_and_no_node_restarts(
     assert managed["updatePolicy"]["type"] == "OPPORTUNISTIC"
     assert cli(workdir, bench, "plan", "--detailed-exitcode", *new_type).returncode == 0
     destroy_leaves_nothing(workdir, bench, *new_type)
+
+
+def test_a_template_moved_aside_by_a_killed_apply_is_deleted_by_the_next(
+        bench: GcpBench, workdir: Path) -> None:
+    apply(workdir, bench)
+    lineage = state_of(workdir)["lineage"]
+    new_type = ("--var", "worker_machine_type=n2-standard-8")
+    start = len(bench.fake.requests)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "apply", "--auto-approve", "--var-file",
+         "gcp.json", *new_type], cwd=workdir, env=bench.env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(m == "PATCH" for m, _ in bench.fake.requests[start:]):
+            assert time.monotonic() < deadline, "the apply never moved the group"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)  # the new template exists, the old is not deleted
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert any(a.endswith("#deposed") for a in state_of(workdir)["resources"])
+    assert len(bench.census(lineage)["global/instanceTemplates"]) == 2
+
+    lock = json.loads((workdir / ".provisioner" / "state.json.lock").read_text())
+    assert cli(workdir, bench, "force-unlock", lock["id"]).returncode == 0
+    apply(workdir, bench, *new_type)
+    assert len(bench.census(lineage)["global/instanceTemplates"]) == 1
+    assert not any(a.endswith("#deposed") for a in state_of(workdir)["resources"])
+    assert cli(workdir, bench, "plan", "--detailed-exitcode", *new_type).returncode == 0
+    destroy_leaves_nothing(workdir, bench, *new_type)
