@@ -1,5 +1,6 @@
-"""Storage servers for the checkpoint store tests: moto in server mode (S3) and a GCS emulator,
-each a real process on a loopback port, always stopped at the end."""
+"""Storage servers for the checkpoint store and state tests: moto in server mode (S3) and a GCS
+emulator (behind a layer that enforces Cloud Storage's request preconditions), each a real
+process on a loopback port, always stopped at the end."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
+from tests.state.gcs_preconditions import PreconditionLayer
 from tests.support import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,25 +92,45 @@ def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
         yield env
 
 
+@dataclass(frozen=True)
+class GcsServer:
+    """A running GCS emulator behind the precondition layer (``tests/state/gcs_preconditions.py``:
+    the emulator itself ignores ``ifGenerationMatch``)."""
+
+    env: dict[str, str]  # for google-cloud-storage: STORAGE_EMULATOR_HOST names the layer
+    layer: PreconditionLayer
+    emulator_url: str  # the bare emulator, for tests of what it lacks
+
+    def client(self, url: str | None = None) -> Any:
+        """A google-cloud-storage client of the layer (or of ``url``), leaving os.environ be."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(project=self.env["GOOGLE_CLOUD_PROJECT"],
+                              credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": url or self.layer.url})
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(name)
+
+
 @contextmanager
-def gcs_emulator(bucket: str) -> Iterator[dict[str, str]]:
-    """gcp-storage-emulator on a loopback port with ``bucket`` made; yields the environment
-    for google-cloud-storage."""
+def gcs_server() -> Iterator[GcsServer]:
+    """gcp-storage-emulator on a loopback port, behind the precondition layer on another."""
     port = free_ports(1)[0]
     with _server([_require("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port",
                   str(port), "--in-memory"], f"http://127.0.0.1:{port}/", "GCS emulator"):
-        env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
-               "GOOGLE_CLOUD_PROJECT": "test-project"}
-        saved = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        try:
-            from google.cloud import storage
+        emulator = f"http://127.0.0.1:{port}"
+        with PreconditionLayer(emulator) as layer:
+            yield GcsServer(env={"STORAGE_EMULATOR_HOST": layer.url,
+                                 "GOOGLE_CLOUD_PROJECT": "test-project"},
+                            layer=layer, emulator_url=emulator)
 
-            storage.Client().create_bucket(bucket)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        yield env
+
+@contextmanager
+def gcs_emulator(bucket: str) -> Iterator[dict[str, str]]:
+    """:func:`gcs_server` with ``bucket`` made; yields the environment for
+    google-cloud-storage."""
+    with gcs_server() as server:
+        server.create_bucket(bucket)
+        yield server.env

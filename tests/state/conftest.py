@@ -1,4 +1,6 @@
-"""Fixtures of the state tests: one moto server per test module, and a fresh bucket per test."""
+"""Fixtures of the state tests: one moto server and one GCS emulator (behind its precondition
+layer) per test module, each started only if a test of the module asks for it, and a fresh
+bucket per test."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.checkpoint.servers import moto_server
+from tests.checkpoint.servers import GcsServer, gcs_server, moto_server
 
 
 @pytest.fixture(scope="module")
@@ -35,4 +37,30 @@ def bucket(s3_env: dict[str, str]) -> str:
 
     name = f"state-{uuid.uuid4().hex[:16]}"
     boto3.session.Session().client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def gcs_module_server() -> Iterator[GcsServer]:
+    with gcs_server() as server:
+        yield server
+
+
+@pytest.fixture
+def gcs(gcs_module_server: GcsServer, monkeypatch: pytest.MonkeyPatch) -> GcsServer:
+    """The module's GCS emulator, with this test's process environment pointing
+    google-cloud-storage at it (``STORAGE_EMULATOR_HOST``, as a user's would) and the layer's
+    records and faults cleared."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    for name, value in gcs_module_server.env.items():
+        monkeypatch.setenv(name, value)
+    gcs_module_server.layer.reset()
+    return gcs_module_server
+
+
+@pytest.fixture
+def gcs_bucket(gcs: GcsServer) -> str:
+    """A fresh, empty bucket on the module's GCS emulator."""
+    name = f"state-{uuid.uuid4().hex[:16]}"
+    gcs.create_bucket(name)
     return name

@@ -1,23 +1,24 @@
 """What only the S3 backend promises, against moto: conditional writes that lose no update, a
-refusal of stores that ignore them, the lock race, surviving throttling, and readable errors.
+refusal of stores that ignore them, surviving throttling, and readable errors.
 
-The contract itself is checked by the conformance suite (``test_backend_conformance.py``).
+The contract itself, and two sessions racing for the lock, are checked by the conformance suite
+(``test_backend_conformance.py``).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from state.backend import UNKNOWN_LOCK_ID, LockInfo
+from state.backend import LockInfo
 from state.document import StateDocument, to_bytes
-from state.errors import LockHeldError, StateConflictError, StateCorruptError, StateError
+from state.errors import StateCorruptError, StateError
 from state.s3 import S3Backend
 from state.session import StateSession
 from tests.aws.faultproxy import FaultProxy
+from tests.state.test_backend_conformance import check_an_unreadable_lock
 
 KEY = "team/cluster/state.json"
 
@@ -53,31 +54,6 @@ def test_describe_and_objects(bucket: str) -> None:
     assert stored["ETag"] == written
 
 
-def test_a_write_with_a_stale_etag_is_refused(bucket: str) -> None:
-    S3Backend(bucket, KEY).write(doc(1), expected_version=None)
-    first, second = S3Backend(bucket, KEY), S3Backend(bucket, KEY)
-    read_first, read_second = first.read(), second.read()
-    assert read_first is not None and read_second is not None
-    assert read_first.version == read_second.version
-    won = first.write(doc(2, by="first"), expected_version=read_first.version)
-    with pytest.raises(StateConflictError, match="changed since it was read") as lost:
-        second.write(doc(2, by="second"), expected_version=read_second.version)
-    assert lost.value.hint and "plan again" in lost.value.hint
-    stored = S3Backend(bucket, KEY).read()
-    assert stored is not None and stored.version == won
-    assert stored.document == doc(2, by="first")
-
-
-def test_two_first_writes_one_wins(bucket: str) -> None:
-    first, second = S3Backend(bucket, KEY), S3Backend(bucket, KEY)
-    assert first.read() is None and second.read() is None
-    first.write(doc(1, by="first"), expected_version=None)
-    with pytest.raises(StateConflictError, match="already exists"):
-        second.write(doc(1, by="second"), expected_version=None)
-    stored = second.read()
-    assert stored is not None and stored.document == doc(1, by="first")
-
-
 def test_a_retried_write_that_had_landed_is_not_a_conflict(bucket: str) -> None:
     # What a put looks like when its answer was lost and botocore sent it again: the second
     # one is refused by the object the first one wrote.
@@ -110,38 +86,6 @@ def test_the_probe_runs_once_per_backend(bucket: str, proxy: FaultProxy) -> None
     assert keys(bucket) == [KEY]
 
 
-def test_two_sessions_race_for_the_lock(bucket: str) -> None:
-    barrier = threading.Barrier(2)
-    loser_done = threading.Event()
-    results: dict[str, object] = {}
-
-    def run(name: str) -> None:
-        backend = S3Backend(bucket, KEY)
-        backend.read_lock()  # a warm client, so that both start at once
-        barrier.wait()
-        try:
-            with StateSession(backend, operation=name) as session:
-                results[name] = "won"
-                session.update(lambda d: d.outputs.update(winner=name))
-                loser_done.wait(15)  # hold the lock until the other has tried
-        except LockHeldError as error:
-            results[name] = error
-            loser_done.set()
-
-    threads = [threading.Thread(target=run, args=(name,)) for name in ("one", "two")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert sorted(map(str, results.values())).count("won") == 1, results
-    (winner,) = [name for name, result in results.items() if result == "won"]
-    (error,) = [result for result in results.values() if isinstance(result, LockHeldError)]
-    assert error.info is not None and error.info.operation == winner
-    stored = S3Backend(bucket, KEY).read()
-    assert stored is not None and stored.document.outputs == {"winner": winner}
-    assert S3Backend(bucket, KEY).read_lock() is None  # released by the winner
-
-
 def test_throttling_is_survived(bucket: str, proxy: FaultProxy) -> None:
     backend = S3Backend(bucket, KEY, endpoint_url=proxy.url)
     with StateSession(backend, operation="apply") as session:
@@ -158,16 +102,7 @@ def test_throttling_is_survived(bucket: str, proxy: FaultProxy) -> None:
 
 def test_an_unreadable_lock_counts_as_held_by_unknown(bucket: str) -> None:
     s3().put_object(Bucket=bucket, Key=f"{KEY}.lock", Body=b"{not json")
-    backend = S3Backend(bucket, KEY)
-    held = backend.read_lock()
-    assert held is not None and held.id == UNKNOWN_LOCK_ID
-    assert "does not parse" in held.holder and f"{KEY}.lock" in held.holder
-    assert not held.expired()
-    with pytest.raises(LockHeldError) as raised:
-        backend.acquire_lock(LockInfo.for_operation("apply", 60))
-    assert raised.value.hint and f"force-unlock {UNKNOWN_LOCK_ID}" in raised.value.hint
-    assert backend.force_unlock(UNKNOWN_LOCK_ID).id == UNKNOWN_LOCK_ID
-    backend.acquire_lock(LockInfo.for_operation("apply", 60))
+    check_an_unreadable_lock(S3Backend(bucket, KEY), f"s3://{bucket}/{KEY}.lock")
 
 
 def test_a_corrupt_document_is_reported(bucket: str) -> None:
