@@ -65,7 +65,7 @@ class StateLocation:
         return self.state.data_dir
 
     def backend(self) -> StateBackend:
-        """The state's backend, one per command (the S3 backend checks its bucket once)."""
+        """The state's backend, one per command (S3 and GCS check their bucket once)."""
         if self._backend is None:
             state = self.state
             if state.backend == "s3":
@@ -73,6 +73,11 @@ class StateLocation:
 
                 assert state.bucket is not None and state.key is not None
                 self._backend = S3Backend(state.bucket, state.key, region=state.region)
+            elif state.backend == "gcs":
+                from state.gcs import GCSBackend
+
+                assert state.bucket is not None and state.key is not None
+                self._backend = GCSBackend(state.bucket, state.key, project=state.project)
             else:
                 from state.local import LocalBackend
 
@@ -126,16 +131,17 @@ class Workspace(StateLocation):
 
     def checkpoint_store(self):
         """The spec's checkpoint store (``serve.checkpoint_store``; default: ``checkpoints``
-        next to the state, a directory or, for S3 state, a prefix in its bucket, so that
+        next to the state, a directory or, for S3 or GCS state, a prefix in its bucket, so that
         recover finds them wherever the state is found)."""
         from provisioner.checkpoint.stores import FileStore, open_store
 
         serve = self.loaded.spec.serve
         if serve is None or serve.checkpoint_store is None:
-            if self.state.backend == "s3":
+            if self.state.scheme is not None:
                 folder = posixpath.dirname(self.state.key or "")
                 prefix = f"{folder}/checkpoints" if folder else "checkpoints"
-                return open_store(f"s3://{self.state.bucket}/{prefix}", self.workdir)
+                return open_store(f"{self.state.scheme}://{self.state.bucket}/{prefix}",
+                                  self.workdir)
             return FileStore(self.data_dir / "checkpoints")
         return open_store(serve.checkpoint_store, self.workdir)
 

@@ -19,7 +19,7 @@ from provisioner.errors import SpecError
 from provisioner.spec.base import SpecModel
 from provisioner.spec.interpolate import interpolate
 from provisioner.spec.models import (
-    DEFAULT_S3_KEY,
+    DEFAULT_STATE_KEY,
     SPEC_VERSION,
     Spec,
     StateConfig,
@@ -48,10 +48,11 @@ _REDACT_MIN = 4  # shorter secrets are hidden by path only; replacing "1" everyw
 
 @dataclass(frozen=True)
 class StateRef:
-    """Where a spec's state lives, resolved: ``path`` for the local backend, ``bucket``,
-    ``key`` and ``region`` for s3. ``data_dir`` holds the local files of every run (package
-    cache, restored checkpoints, the memory provider's resources): the state file's directory,
-    or ``.provisioner/`` next to the spec when the state is remote."""
+    """Where a spec's state lives, resolved: ``path`` for the local backend, ``bucket`` and
+    ``key`` for s3 and gcs, with ``region`` (s3) or ``project`` (gcs). ``data_dir`` holds the
+    local files of every run (package cache, restored checkpoints, the memory provider's
+    resources): the state file's directory, or ``.provisioner/`` next to the spec when the state
+    is remote."""
 
     backend: str
     data_dir: Path  # absolute
@@ -59,19 +60,25 @@ class StateRef:
     bucket: str | None = None
     key: str | None = None
     region: str | None = None
+    project: str | None = None
+
+    @property
+    def scheme(self) -> str | None:
+        """The URI scheme of a remote state's bucket (``s3``, ``gs``); None for a local file."""
+        return {"s3": "s3", "gcs": "gs"}.get(self.backend)
 
     def describe(self) -> str:
-        if self.backend == "s3":
-            return f"s3://{self.bucket}/{self.key}"
+        if self.scheme is not None:
+            return f"{self.scheme}://{self.bucket}/{self.key}"
         return str(self.path)
 
 
 def _state_ref(base_dir: Path, source: str, name: str, config: StateConfig) -> StateRef:
-    if config.backend == "s3":
+    if config.backend != "local":
         assert config.bucket is not None  # StateConfig.problems
-        return StateRef(backend="s3", data_dir=base_dir / ".provisioner", bucket=config.bucket,
-                        key=config.key or DEFAULT_S3_KEY.format(name=name),
-                        region=config.region)
+        return StateRef(backend=config.backend, data_dir=base_dir / ".provisioner",
+                        bucket=config.bucket, key=config.key or DEFAULT_STATE_KEY.format(name=name),
+                        region=config.region, project=config.project)
     path, _ = _relative_file(base_dir, source, config.path)
     return StateRef(backend="local", data_dir=path.parent, path=path)
 

@@ -11,7 +11,7 @@ import functools
 import re
 from typing import Annotated, Any, Iterator, Literal
 
-from pydantic import Field, create_model, field_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator
 
 from provisioner.spec.base import Problem, SpecModel, expected
 from provisioner.spec.providers import PROVIDERS, Port
@@ -72,29 +72,47 @@ class VariableDecl(SpecModel):
 
 
 S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-DEFAULT_S3_KEY = "provisioner/{name}/state.json"
+# https://cloud.google.com/storage/docs/buckets#naming: up to 63 characters, or 222 in parts of
+# up to 63 separated by dots; never starting with "goog".
+_GCS_BUCKET_PART = r"[a-z0-9][a-z0-9_-]{0,61}[a-z0-9]"
+GCS_BUCKET_PATTERN = r"^(?!goog)" + _GCS_BUCKET_PART + r"(\." + _GCS_BUCKET_PART + r")*$"
+DEFAULT_STATE_KEY = "provisioner/{name}/state.json"
+# Which state.backend each key of the state section belongs to.
+_STATE_KEYS = {"path": ("local",), "bucket": ("s3", "gcs"), "key": ("s3", "gcs"),
+               "region": ("s3",), "project": ("gcs",)}
 
 
 class StateConfig(SpecModel):
     """Where the state document lives: a local file, or an object in an S3 bucket (which must
-    enforce conditional writes). Each backend's keys are allowed with that backend only."""
+    enforce conditional writes) or a Cloud Storage bucket. Each backend's keys are allowed with
+    that backend only."""
 
-    backend: Literal["local", "s3"] = Field(
-        "local", description="local (a file) or s3 (an object in an S3 bucket).")
+    backend: Literal["local", "s3", "gcs"] = Field(
+        "local", description="local (a file), s3 (an object in an S3 bucket) or gcs (an object "
+        "in a Cloud Storage bucket).")
     path: str = Field(
         ".provisioner/state.json",
         description="local: the state file, relative to the spec's directory.")
-    bucket: str | None = Field(None, description="s3: the bucket (required).")
+    bucket: str | None = Field(None, description="s3, gcs: the bucket (required).")
     key: str | None = Field(
-        None, description="s3: the object key; default provisioner/<name>/state.json. The lock "
-        "is the object <key>.lock.")
+        None, description="s3, gcs: the object key; default provisioner/<name>/state.json. The "
+        "lock is the object <key>.lock.")
     region: str | None = Field(
         None, description="s3: the bucket's region; default: boto3's (AWS_REGION, the profile).")
+    project: str | None = Field(
+        None, description="gcs: the project of the Cloud Storage client; default: none (the "
+        "state's object calls need none).")
 
     @field_validator("bucket")
     @classmethod
-    def _bucket(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(S3_BUCKET_PATTERN, value):
+    def _bucket(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("backend") == "gcs":
+            if not re.match(GCS_BUCKET_PATTERN, value) or not 3 <= len(value) <= 222:
+                raise expected("a Cloud Storage bucket name (3-63 lowercase letters, digits, "
+                               "'-', '_' and '.'; no gs:// and no key)")
+        elif not re.match(S3_BUCKET_PATTERN, value):
             raise expected("an S3 bucket name (3-63 lowercase letters, digits, '.' and '-'; "
                            "no s3:// and no key)")
         return value
@@ -115,18 +133,24 @@ class StateConfig(SpecModel):
             raise expected("a region name such as 'us-east-1'")
         return value
 
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str | None) -> str | None:
+        # https://cloud.google.com/resource-manager/docs/creating-managing-projects
+        if value is not None and not re.match(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", value):
+            raise expected("a project id such as 'my-project-123' (6-30 lowercase letters, "
+                           "digits and '-')")
+        return value
+
     def problems(self) -> Iterator[Problem]:
         given = self.model_fields_set
-        if self.backend == "s3":
-            if self.bucket is None:
-                yield ("bucket",), "is required when state.backend is s3"
-            if "path" in given:
-                yield ("path",), ("applies to state.backend local only; with s3 the state is "
-                                  "the object state.key in state.bucket")
-            return
-        for name in ("bucket", "key", "region"):
-            if name in given:
-                yield (name,), f"applies to state.backend s3 only (state.backend is {self.backend})"
+        if self.backend != "local" and self.bucket is None:
+            yield ("bucket",), f"is required when state.backend is {self.backend}"
+        for name, backends in _STATE_KEYS.items():
+            if name in given and self.backend not in backends:
+                where = ("; with s3 and gcs the state is the object state.key in state.bucket"
+                         if name == "path" else f" (state.backend is {self.backend})")
+                yield (name,), f"applies to state.backend {' and '.join(backends)} only{where}"
 
 
 class ServeConfig(SpecModel):

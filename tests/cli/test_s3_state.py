@@ -125,10 +125,11 @@ BAD_STATE = {
     "path-with-s3": ("state: {backend: s3, bucket: tfstate, path: x.json}\n",
                      ["cluster.yaml", "state.path", "local only"]),
     "bucket-with-local": ("state: {bucket: tfstate}\n", ["cluster.yaml", "state.bucket",
-                                                         "s3 only"]),
+                                                         "s3 and gcs only"]),
     "bad-bucket": ("state: {backend: s3, bucket: s3://tfstate}\n",
                    ["cluster.yaml", "state.bucket", "an S3 bucket name"]),
-    "unknown-backend": ("state: {backend: gcs}\n", ["cluster.yaml", "state.backend", "'s3'"]),
+    "unknown-backend": ("state: {backend: azure}\n", ["cluster.yaml", "state.backend",
+                                                      "'s3' or 'gcs'"]),
 }
 
 

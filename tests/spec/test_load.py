@@ -136,10 +136,28 @@ def test_s3_state(tmp_path: Path) -> None:
     assert load_spec(tmp_path / "cluster.yaml", environ={}).state.key == "a/b.json"
 
 
-@pytest.mark.parametrize("text", [BASE_SPEC, FULL_LOCAL, S3_STATE,
+GCS_STATE = BASE_SPEC + "state: {backend: gcs, bucket: team_tfstate, project: team-proj-1}\n"
+
+
+def test_gcs_state(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"cluster.yaml": GCS_STATE})
+    loaded = load_spec(tmp_path / "cluster.yaml", environ={})
+    assert loaded.state == StateRef(backend="gcs", data_dir=tmp_path / ".provisioner",
+                                    bucket="team_tfstate",
+                                    key="provisioner/quickstart/state.json",
+                                    project="team-proj-1")
+    assert loaded.state_path is None
+    assert loaded.state.describe() == "gs://team_tfstate/provisioner/quickstart/state.json"
+    keyed = GCS_STATE.replace("project: team-proj-1", "key: a/b.json")
+    write_tree(tmp_path, {"cluster.yaml": keyed})
+    state = load_spec(tmp_path / "cluster.yaml", environ={}).state
+    assert (state.key, state.project) == ("a/b.json", None)
+
+
+@pytest.mark.parametrize("text", [BASE_SPEC, FULL_LOCAL, S3_STATE, GCS_STATE,
                                   BASE_SPEC.replace("quickstart", "${var.n}")
                                   + "variables: {n: {default: named}}\n"],
-                         ids=["default", "local-path", "s3", "name-from-variable"])
+                         ids=["default", "local-path", "s3", "gcs", "name-from-variable"])
 def test_locate_state_agrees_with_load(tmp_path: Path, text: str) -> None:
     write_tree(tmp_path, {"cluster.yaml": text, "serve.yaml": SERVE_YAML, "app/": "",
                           "my-module/": ""})
