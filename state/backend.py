@@ -35,6 +35,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from state.document import StateDocument, utcnow
+from state.errors import LockHeldError
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,26 @@ def unreadable_lock(where: str, error: Exception, created_at: str) -> LockInfo:
         operation="unknown",
         created_at=created_at,
         expires_at=_NEVER,
+    )
+
+
+def held_error(existing: LockInfo) -> LockHeldError:
+    """The error for a lock that another run holds: who, and how to get past it."""
+    return LockHeldError(
+        existing.describe(),
+        info=existing,
+        hint=("wait for it to finish, or if that run is dead: "
+              f"provisioner force-unlock {existing.id}"),
+    )
+
+
+def lost_error(info: LockInfo, existing: LockInfo | None, where: str) -> LockHeldError:
+    """The error for a lock ``info`` that no longer holds the state at ``where``."""
+    now = "nobody holds it now" if existing is None else f"now {existing.describe()}"
+    return LockHeldError(
+        f"lock lost: lock {info.id} no longer holds state {where} ({now})",
+        info=existing,
+        hint="another run may have force-unlocked or taken over the state; run plan again",
     )
 
 

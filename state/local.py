@@ -40,9 +40,10 @@ from pathlib import Path
 import filelock
 from pydantic import ValidationError
 
-from state.backend import UNKNOWN_LOCK_ID, LockInfo, Snapshot, unreadable_lock  # noqa: F401
+from state.backend import UNKNOWN_LOCK_ID  # noqa: F401
+from state.backend import LockInfo, Snapshot, held_error, lost_error, unreadable_lock
 from state.document import StateDocument, check_successor, parse_document, to_bytes
-from state.errors import LockHeldError, StateConflictError, StateCorruptError, StateError
+from state.errors import StateConflictError, StateCorruptError, StateError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -179,21 +180,14 @@ class LocalBackend:
         with self._guarded():
             existing = self.read_lock()
             if existing is not None and not existing.expired():
-                raise LockHeldError(
-                    existing.describe(),
-                    info=existing,
-                    hint=(
-                        "wait for it to finish, or if that run is dead: "
-                        f"provisioner force-unlock {existing.id}"
-                    ),
-                )
+                raise held_error(existing)
             self._write_lock(info)
 
     def renew_lock(self, info: LockInfo) -> None:
         with self._guarded():
             existing = self.read_lock()
             if existing is None or existing.id != info.id:
-                raise self._lock_lost(info, existing)
+                raise lost_error(info, existing, str(self.path))
             self._write_lock(existing.model_copy(update={"expires_at": info.expires_at}))
 
     def release_lock(self, info: LockInfo) -> None:
@@ -215,14 +209,6 @@ class LocalBackend:
                 )
             self._remove(self.lock_path)
             return existing
-
-    def _lock_lost(self, info: LockInfo, existing: LockInfo | None) -> LockHeldError:
-        now = "nobody holds it now" if existing is None else f"now {existing.describe()}"
-        return LockHeldError(
-            f"lock lost: lock {info.id} no longer holds state {self.path} ({now})",
-            info=existing,
-            hint="another run may have force-unlocked or taken over the state; run plan again",
-        )
 
     def _parse_lock(self, raw: bytes) -> LockInfo:
         try:

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from state.backend import LockInfo, Snapshot, unreadable_lock
+from state.backend import LockInfo, Snapshot, held_error, lost_error, unreadable_lock
 from state.document import StateDocument, check_successor, parse_document, to_bytes
 from state.errors import LockHeldError, StateConflictError, StateCorruptError, StateError
 
@@ -279,7 +279,7 @@ class ObjectStoreBackend(ABC):
             if landed(stored, body, None):
                 return  # our own create (or takeover) landed; its answer was lost
             if not existing.expired():
-                raise self._held(existing)
+                raise held_error(existing)
             try:
                 self._put(self.lock_key, body, "lock", version=stored.version)
                 return
@@ -287,7 +287,7 @@ class ObjectStoreBackend(ABC):
                 continue  # somebody else took it over or removed it: look again
         found = self._read_lock()
         if found is not None:
-            raise self._held(found[0])
+            raise held_error(found[0])
         raise LockHeldError(
             f"could not take the lock of {self.describe()}: it kept changing",
             hint="other runs are contending for it; try again",
@@ -296,7 +296,7 @@ class ObjectStoreBackend(ABC):
     def renew_lock(self, info: LockInfo) -> None:
         found = self._read_lock()
         if found is None or found[0].id != info.id:
-            raise self._lock_lost(info, None if found is None else found[0])
+            raise lost_error(info, None if found is None else found[0], self.describe())
         existing, stored = found
         body = lock_bytes(existing.model_copy(update={"expires_at": info.expires_at}))
         try:
@@ -305,7 +305,8 @@ class ObjectStoreBackend(ABC):
             again = self._read_lock()
             if again is not None and landed(again[1], body, stored.version):
                 return  # the renewal landed; its answer was lost
-            raise self._lock_lost(info, None if again is None else again[0]) from None
+            raise lost_error(info, None if again is None else again[0],
+                             self.describe()) from None
 
     def release_lock(self, info: LockInfo) -> None:
         """Remove the lock if it is still ``info``'s; if absent or taken over, do nothing."""
@@ -348,22 +349,6 @@ class ObjectStoreBackend(ABC):
         except (ValidationError, ValueError) as exc:
             where = f"object {self._where(self.lock_key)}"
             return unreadable_lock(where, exc, _timestamp(stored.modified)), stored
-
-    def _held(self, existing: LockInfo) -> LockHeldError:
-        return LockHeldError(
-            existing.describe(),
-            info=existing,
-            hint=("wait for it to finish, or if that run is dead: "
-                  f"provisioner force-unlock {existing.id}"),
-        )
-
-    def _lock_lost(self, info: LockInfo, existing: LockInfo | None) -> LockHeldError:
-        now = "nobody holds it now" if existing is None else f"now {existing.describe()}"
-        return LockHeldError(
-            f"lock lost: lock {info.id} no longer holds state {self.describe()} ({now})",
-            info=existing,
-            hint="another run may have force-unlocked or taken over the state; run plan again",
-        )
 
 
 def lock_bytes(info: LockInfo) -> bytes:
