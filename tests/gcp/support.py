@@ -1,5 +1,6 @@
-"""The GCP test bench: the Compute fake (``tests/gcp/compute_fake``) in this process, the
-example spec in a working directory, the CLI as a subprocess pointed at the fake, and a census
+"""The GCP test bench: the Compute fake (``tests/gcp/compute_fake``) in this process, the GCS
+emulator (behind its precondition layer) for the example's state, the example spec in a
+working directory, the CLI as a subprocess pointed at the fake, and a census
 of everything our lineage owns, listed collection by collection.
 
 The fake's instances run nothing, so the Serve half of ``examples/gcp`` cannot be applied here:
@@ -12,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,23 +33,34 @@ COLLECTIONS = tuple(
     + [f"zones/{ZONE}/{c}" for c in ("instances", "instanceGroupManagers", "instanceGroups")])
 
 
+STATE_KEY = "gcpdemo/state.json"  # the example's state.key
+
+
 @dataclass
 class GcpBench:
     fake: Any  # tests.gcp.compute_fake.FakeCompute
-    extra_env: dict[str, str]
+    gcs: Any  # tests.checkpoint.servers.GcsServer: the example's state lives there
 
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("CLOUDSDK_", "GOOGLE_", "STORAGE_EMULATOR"))}
-        env.update(self.extra_env)
+        env.update(self.gcs.env)
         env.update(CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE=f"{self.fake.endpoint}/compute/v1/",
                    PROVISIONER_GCP_CREDENTIALS="anonymous")
         return env
 
     def variables(self, **extra: Any) -> dict[str, Any]:
+        """The example's variables, with a new bucket for its state."""
+        bucket = f"gcp-{uuid.uuid4().hex[:12]}"
+        self.gcs.create_bucket(bucket)
         return {"project": self.fake.project, "region": REGION, "zone": ZONE,
-                "operator_cidr": "127.0.0.1/32", "bucket": "unused", **extra}
+                "operator_cidr": "127.0.0.1/32", "bucket": bucket, **extra}
+
+    def state(self, workdir: Path) -> dict[str, Any]:
+        """The state document as stored in the example's GCS state object."""
+        bucket = json.loads((workdir / "gcp.json").read_text())["bucket"]
+        return json.loads(self.gcs.client().bucket(bucket).blob(STATE_KEY).download_as_bytes())
 
     def get(self, path: str) -> dict[str, Any]:
         """GET ``/compute/v1/projects/<project>/<path>`` from the fake, as a client would."""
@@ -80,13 +93,10 @@ def empty_census() -> dict[str, list[str]]:
     return {path: [] for path in COLLECTIONS}
 
 
-def write_workdir(directory: Path, variables: dict[str, Any], *,
-                  state: dict[str, Any] | None = None) -> Path:
-    """The example without ``serve:`` (and with ``state`` instead of its own, when given)."""
+def write_workdir(directory: Path, variables: dict[str, Any]) -> Path:
+    """The example without ``serve:`` and its variables in ``directory``."""
     spec = yaml.safe_load(EXAMPLE.read_text())
     spec.pop("serve", None)
-    if state is not None:
-        spec["state"] = state
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "cluster.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     (directory / "gcp.json").write_text(json.dumps(variables))

@@ -5,7 +5,6 @@ and checks only what that lineage owns."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -17,27 +16,23 @@ from typing import Iterator
 
 import pytest
 
+from tests.checkpoint.servers import gcs_server
 from tests.gcp.compute_fake import compute_fake
 from tests.gcp.support import GcpBench, cli, empty_census, events, write_workdir
 
-LOCAL_STATE = {"backend": "local"}
 READ_ONLY_POSTS = {"listInstances", "listManagedInstances"}  # POSTs that change nothing
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[GcpBench]:
-    with compute_fake() as fake:
-        yield GcpBench(fake, {})
+    with compute_fake() as fake, gcs_server() as gcs:
+        yield GcpBench(fake, gcs)
 
 
 @pytest.fixture
 def workdir(bench: GcpBench, tmp_path: Path) -> Path:
     bench.fake.operation_polls_before_done = 1
-    return write_workdir(tmp_path / "gcp", bench.variables(), state=LOCAL_STATE)
-
-
-def state_of(workdir: Path) -> dict:
-    return json.loads((workdir / ".provisioner" / "state.json").read_text())
+    return write_workdir(tmp_path / "gcp", bench.variables())
 
 
 def apply(workdir: Path, bench: GcpBench, *extra: str) -> subprocess.CompletedProcess:
@@ -47,10 +42,18 @@ def apply(workdir: Path, bench: GcpBench, *extra: str) -> subprocess.CompletedPr
 
 
 def destroy_leaves_nothing(workdir: Path, bench: GcpBench, *extra: str) -> None:
-    lineage = state_of(workdir)["lineage"]
+    lineage = bench.state(workdir)["lineage"]
     result = cli(workdir, bench, "destroy", "--auto-approve", *extra)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert bench.census(lineage) == empty_census()
+
+
+def force_unlock(workdir: Path, bench: GcpBench) -> None:
+    """What an operator does after a run was killed: the next run names the dead run's lock."""
+    locked = cli(workdir, bench, "apply", "--auto-approve")
+    assert locked.returncode == 3, locked.stdout[-1000:] + locked.stderr
+    lock_id = re.search(r"force-unlock (\S+)", locked.stderr).group(1)
+    assert cli(workdir, bench, "force-unlock", lock_id).returncode == 0
 
 
 def calls(bench: GcpBench, since: int) -> Counter:
@@ -60,7 +63,7 @@ def calls(bench: GcpBench, since: int) -> Counter:
 
 def test_apply_makes_the_whole_chain_wired(bench: GcpBench, workdir: Path) -> None:
     result = apply(workdir, bench)
-    state = state_of(workdir)
+    state = bench.state(workdir)
     records = state["resources"]
     census = bench.census(state["lineage"])
     assert {path: len(names) for path, names in census.items() if names} == {
@@ -131,7 +134,7 @@ def test_refresh_costs_the_same_for_2_and_50_workers_and_resizing_updates_the_gr
                 bench.fake.requests[start:] if method == "POST" and "/operations/" not in path}
     assert mutating - READ_ONLY_POSTS == {"resize"}, mutating
     bench.fake.settle_groups()
-    name = state_of(workdir)["resources"]["gcp_instance_group_manager.workers"]["attributes"][
+    name = bench.state(workdir)["resources"]["gcp_instance_group_manager.workers"]["attributes"][
         "gce_name"]
     managed = bench.get(f"zones/us-central1-a/instanceGroupManagers/{name}")
     assert managed["targetSize"] == 50
@@ -171,13 +174,10 @@ def test_an_apply_killed_while_waiting_on_operations_is_adopted(bench: GcpBench,
                        in fake.requests[start:] if method == "POST")
     fake.operation_polls_before_done = 1
     fake.finish_operations()  # the inserts the dead run started complete anyway
-    state = state_of(workdir)
+    state = bench.state(workdir)
     assert {p["address"] for p in state["pending"]} >= {"gcp_address.head"}
 
-    locked = cli(workdir, bench, "apply", "--auto-approve")
-    assert locked.returncode == 3, locked.stdout[-1000:] + locked.stderr
-    lock_id = re.search(r"force-unlock (\S+)", locked.stderr).group(1)
-    assert cli(workdir, bench, "force-unlock", lock_id).returncode == 0
+    force_unlock(workdir, bench)
     result = apply(workdir, bench)
     assert "adopted" in result.stdout + result.stderr
     census = bench.census(state["lineage"])
@@ -201,7 +201,7 @@ def test_throttling_and_server_errors_are_retried_as_events(bench: GcpBench,
     assert seen["InstanceGroupManagers.insert_unary"] == 1
     assert seen["HealthChecks.list"] >= 1
     assert all(e["level"] == "warn" for e in retries)
-    census = bench.census(state_of(workdir)["lineage"])
+    census = bench.census(bench.state(workdir)["lineage"])
     assert len(census["global/firewalls"]) == 3  # retried inserts made no duplicates
     assert len(census["zones/us-central1-a/instanceGroupManagers"]) == 1
     assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
@@ -211,10 +211,9 @@ def test_throttling_and_server_errors_are_retried_as_events(bench: GcpBench,
 def test_a_regional_group_behind_a_passthrough_network_lb(bench: GcpBench,
                                                           tmp_path: Path) -> None:
     workdir = write_workdir(tmp_path / "gcp", bench.variables(lb_type="network",
-                                                              regional_workers=True),
-                            state=LOCAL_STATE)
+                                                              regional_workers=True))
     apply(workdir, bench)
-    records = state_of(workdir)["resources"]
+    records = bench.state(workdir)["resources"]
     assert "gcp_region_instance_group_manager.workers" in records
     rule = records["gcp_forwarding_rule.main"]["attributes"]
     service = records["gcp_region_backend_service.serve"]["attributes"]
@@ -228,7 +227,7 @@ def test_a_regional_group_behind_a_passthrough_network_lb(bench: GcpBench,
 def test_recover_replaces_the_lost_head_at_the_same_address(bench: GcpBench,
                                                             workdir: Path) -> None:
     apply(workdir, bench)
-    records = state_of(workdir)["resources"]
+    records = bench.state(workdir)["resources"]
     head = records["gcp_instance.head"]["attributes"]
     ip = records["gcp_address.head"]["attributes"]["ip"]
     from google.cloud import compute_v1
@@ -247,7 +246,7 @@ def test_recover_replaces_the_lost_head_at_the_same_address(bench: GcpBench,
                and path.split("?")[0].rsplit("/", 1)[-1] not in READ_ONLY_POSTS}
     # the instance and its place in the head's group; nothing of the workers or the LB chain
     assert changed <= {"instances", "instanceGroups"}, changed
-    after = state_of(workdir)["resources"]
+    after = bench.state(workdir)["resources"]
     new_head = bench.get(f"zones/us-central1-a/instances/{after['gcp_instance.head']['attributes']['gce_name']}")
     assert new_head["networkInterfaces"][0]["networkIP"] == ip
     assert after["gcp_instance_group_manager.workers"] == records[
@@ -266,7 +265,7 @@ def test_an_operation_that_fails_is_a_clear_error(bench: GcpBench, workdir: Path
     assert "gcp_instance.head" in output and "ZONE_RESOURCE_POOL_EXHAUSTED" in output
     assert "try another zone or machine type" in output
     # The rest is recorded; the next apply makes only the head and what needs it.
-    records = state_of(workdir)["resources"]
+    records = bench.state(workdir)["resources"]
     assert "gcp_address.head" in records and "gcp_instance.head" not in records
     apply(workdir, bench)
     assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
@@ -276,7 +275,7 @@ def test_an_operation_that_fails_is_a_clear_error(bench: GcpBench, workdir: Path
 def test_a_new_worker_template_is_made_before_the_old_goes_and_no_node_restarts(
         bench: GcpBench, workdir: Path) -> None:
     apply(workdir, bench)
-    before = state_of(workdir)["resources"]
+    before = bench.state(workdir)["resources"]
     new_type = ("--var", "worker_machine_type=n2-standard-8")
     planned = cli(workdir, bench, "plan", "--json", *new_type)
     changes = {e["address"]: e["action"] for e in events(planned.stdout)
@@ -291,7 +290,7 @@ def test_a_new_worker_template_is_made_before_the_old_goes_and_no_node_restarts(
     # the new template first, then the group moves to it, then the old template goes
     order = [w for w in writes if "instanceTemplates" in w[1] or "instanceGroupManagers" in w[1]]
     assert [m for m, _ in order] == ["POST", "PATCH", "DELETE"], writes
-    after = state_of(workdir)["resources"]
+    after = bench.state(workdir)["resources"]
     assert after["gcp_instance.head"] == before["gcp_instance.head"]
     name = after["gcp_instance_group_manager.workers"]["attributes"]["gce_name"]
     managed = bench.get(f"zones/us-central1-a/instanceGroupManagers/{name}")
@@ -305,7 +304,7 @@ def test_a_new_worker_template_is_made_before_the_old_goes_and_no_node_restarts(
 def test_a_template_moved_aside_by_a_killed_apply_is_deleted_by_the_next(
         bench: GcpBench, workdir: Path) -> None:
     apply(workdir, bench)
-    lineage = state_of(workdir)["lineage"]
+    lineage = bench.state(workdir)["lineage"]
     new_type = ("--var", "worker_machine_type=n2-standard-8")
     start = len(bench.fake.requests)
     process = subprocess.Popen(
@@ -323,13 +322,34 @@ def test_a_template_moved_aside_by_a_killed_apply_is_deleted_by_the_next(
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert any(a.endswith("#deposed") for a in state_of(workdir)["resources"])
+    assert any(a.endswith("#deposed") for a in bench.state(workdir)["resources"])
     assert len(bench.census(lineage)["global/instanceTemplates"]) == 2
 
-    lock = json.loads((workdir / ".provisioner" / "state.json.lock").read_text())
-    assert cli(workdir, bench, "force-unlock", lock["id"]).returncode == 0
+    force_unlock(workdir, bench)
     apply(workdir, bench, *new_type)
     assert len(bench.census(lineage)["global/instanceTemplates"]) == 1
-    assert not any(a.endswith("#deposed") for a in state_of(workdir)["resources"])
+    assert not any(a.endswith("#deposed") for a in bench.state(workdir)["resources"])
     assert cli(workdir, bench, "plan", "--detailed-exitcode", *new_type).returncode == 0
     destroy_leaves_nothing(workdir, bench, *new_type)
+
+
+def test_two_applies_at_once_on_gcs_state_one_holds_the_lock_no_update_is_lost(
+        bench: GcpBench, workdir: Path) -> None:
+    command = [sys.executable, "-m", "provisioner", "apply", "--auto-approve", "--var-file",
+               "gcp.json"]
+    runs = [subprocess.Popen(command, cwd=workdir, env=bench.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+            for _ in range(2)]
+    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    assert sorted(code for code, _, _ in results) == [0, 3], [
+        (code, err[-1500:]) for code, _, err in results]
+    loser = next(err for code, _, err in results if code == 3)
+    assert "held by" in loser and "Traceback" not in loser
+    stored = bench.state(workdir)
+    assert not stored["pending"] and len(stored["resources"]) == 13
+    census = bench.census(stored["lineage"])
+    assert census["global/firewalls"] == sorted(
+        r["attributes"]["gce_name"] for a, r in stored["resources"].items()
+        if a.startswith("gcp_firewall."))
+    assert cli(workdir, bench, "plan", "--detailed-exitcode").returncode == 0
+    destroy_leaves_nothing(workdir, bench)
