@@ -251,6 +251,9 @@ class FaultProxy:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # The default backlog (5) resets connections when a run's threads open many at once; a
+    # reset would be retried by the client and miscounted as an injected fault's retry.
+    request_queue_size = 128
     proxy: FaultProxy
 
 

@@ -226,14 +226,20 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog (5) resets connections when a run's threads open many at once; the
+    # client would retry them and a test would miscount its retries.
+    request_queue_size = 128
+
+
 @contextmanager
 def compute_fake(project: str = "test-project") -> Iterator[FakeCompute]:
     """A fake Compute Engine API on a free loopback port, stopped (connections too) at exit."""
     world = World(project)
     seed_default_network(world)
     port = free_ports(1)[0]
-    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", port), _Handler)
     server.open_connections, server.open_lock = set(), threading.Lock()
     server.fake = FakeCompute(world, port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
