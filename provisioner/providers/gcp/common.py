@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar, Mapping
 
-from provisioner.errors import ProviderError
 from provisioner.providers.base import ListScope, LiveResource, Owner
 from provisioner.providers.cloud import ApiError, CloudType, ignore_codes, known_by_address
-from provisioner.providers.gcp.api import GceApi
+from provisioner.providers.gcp.api import GceApi, to_dict
 
 GONE = frozenset({"notFound"})
 IN_USE = frozenset({"resourceInUseByAnotherResource"})
@@ -161,8 +160,6 @@ class GceType(CloudType):
         return self.field.removesuffix("_resource")
 
     def _get(self, where: dict[str, str], name: str, address: str) -> dict[str, Any]:
-        from provisioner.providers.gcp.api import to_dict
-
         return to_dict(self.api.call(self.kind, "get", for_address=address, **where,
                                      **{self.kind_key(): name}))
 
@@ -174,17 +171,15 @@ class GceType(CloudType):
                       "gce_name": item["name"]}
         return LiveResource(address, item["selfLink"], attributes, token)
 
-    def patch(self, address: str, prior: LiveResource, body: dict[str, Any],
-              method: str = "patch") -> None:
-        """Patch (or update) the resource with ``body`` (plus its fingerprint if it has one)."""
+    def patch(self, address: str, prior: LiveResource, body: dict[str, Any]) -> None:
+        """Patch the resource with ``body`` (and the fingerprint it has now, where it has one:
+        Compute refuses a patch of a changed resource with 412)."""
         where = self.where(prior.attributes)
         name = prior.attributes.get("gce_name") or base(prior.id)
         current = self._get(where, name, address)
         if "fingerprint" in current:
             body = {**body, "fingerprint": current["fingerprint"]}
-        if method == "update":
-            body = {**current, **body}
-        self.api.mutate(self.kind, method, for_address=address, **where,
+        self.api.mutate(self.kind, "patch", for_address=address, **where,
                         **{self.kind_key(): name, self.field: self.api.message(self.message,
                                                                                body)})
 
@@ -194,9 +189,3 @@ class GceType(CloudType):
         where = self.where(desired)
         name = prior.attributes.get("gce_name") or base(prior.id)
         return self._live(address, self._get(where, name, address), desired, prior.token, where)
-
-
-def require(address: str, desired: Mapping[str, Any], *keys: str) -> None:
-    missing = [key for key in keys if desired.get(key) in (None, "")]
-    if missing:
-        raise ProviderError(f"missing attribute(s): {', '.join(missing)}", address=address)
