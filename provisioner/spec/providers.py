@@ -14,11 +14,44 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Iterator, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError
 
 from provisioner.spec.base import Problem, SpecModel, expected
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise expected("an IP address") from None
+    return value
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise expected("a CIDR block like 203.0.113.0/24") from None
+    return value
+
+
+def _bucket_uri(scheme: str):
+    def check(value: str) -> str:
+        if not re.match(rf"^{scheme}://[^/]+", value):
+            raise expected(f"{scheme}://bucket/prefix")
+        return value
+
+    return AfterValidator(check)
+
+
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+# Checked as a whole (an error names the list, not the item), like the other list settings.
+CidrList = Annotated[list[str], AfterValidator(lambda values: [_cidr(v) for v in values])]
+S3Uri = Annotated[str, _bucket_uri("s3")]
+GsUri = Annotated[str, _bucket_uri("gs")]
 
 
 class LocalSettings(SpecModel):
@@ -31,16 +64,7 @@ class LocalSettings(SpecModel):
     num_cpus: Annotated[int, Field(ge=0)] | None = Field(
         None, description="CPUs Ray may use; default: all of them."
     )
-    node_ip: str = Field("127.0.0.1", description="IP address the node advertises.")
-
-    @field_validator("node_ip")
-    @classmethod
-    def _ip(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise expected("an IP address") from None
-        return value
+    node_ip: IpAddress = Field("127.0.0.1", description="IP address the node advertises.")
 
     def problems(self) -> Iterator[Problem]:
         seen: dict[int, str] = {}
@@ -174,14 +198,6 @@ class SshSettings(SpecModel):
                 yield ("standby", i), f"{name!r} must name a host that is not head or LB"
 
 
-def _cidr(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise expected("a CIDR block like 203.0.113.0/24") from None
-    return value
-
-
 def package_store_problems(package_store: str | None, serve: Any, scheme: str,
                            service: str) -> Iterator[Problem]:
     """A cloud cluster's Serve code reaches its nodes through an object store: the cluster's
@@ -209,18 +225,8 @@ class AwsHead(SpecModel):
 
     instance_type: str | None = Field(None, description="Default: cluster.instance_type.")
     subnet: str | None = Field(None, description="Subnet of the head; default: subnets[0].")
-    private_ip: str | None = Field(None, description="Fixed private address; default: EC2 picks "
+    private_ip: IpAddress | None = Field(None, description="Fixed private address; default: EC2 picks "
                                    "one when the interface is made, and it is kept.")
-
-    @field_validator("private_ip")
-    @classmethod
-    def _ip(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise expected("an IP address") from None
-        return value
 
 
 class AwsWorkers(SpecModel):
@@ -237,18 +243,13 @@ class AwsLoadBalancer(SpecModel):
 
     type: Literal["application", "network"] = Field("application", description="ALB or NLB.")
     listen_port: Port = Field(80, description="Port clients connect to.")
-    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"],
+    allowed_cidrs: CidrList = Field(default_factory=lambda: ["0.0.0.0/0"],
                                      description="Who may connect to the load balancer (ALB).")
     idle_timeout_s: Annotated[int, Field(ge=1, le=4000)] = Field(
         60, description="ALB idle timeout; Serve's keep-alive is set above it.")
     deregistration_delay_s: Annotated[int, Field(ge=0, le=3600)] = Field(
         30, description="How long a leaving node keeps its open requests.")
     include_head: bool = Field(True, description="Register the head's proxy as a target too.")
-
-    @field_validator("allowed_cidrs")
-    @classmethod
-    def _cidrs(cls, values: list[str]) -> list[str]:
-        return [_cidr(value) for value in values]
 
 
 class AwsSettings(SpecModel):
@@ -263,10 +264,10 @@ class AwsSettings(SpecModel):
     instance_type: str = Field("m5.xlarge", description="Default instance type.")
     key_name: str | None = Field(None, description="EC2 key pair for SSH; default: none.")
     iam_instance_profile: str | None = Field(None, description="Instance profile of the nodes.")
-    operator_cidr: str = Field(description="Who may reach SSH and the Ray dashboard (the "
+    operator_cidr: Cidr = Field(description="Who may reach SSH and the Ray dashboard (the "
                                "machine running provisioner must be inside).")
     node_dir: str = Field("/var/lib/provisioner", description="Directory of our files on nodes.")
-    package_store: str | None = Field(
+    package_store: S3Uri | None = Field(
         None, description="s3://bucket/prefix where Serve code packages go for the nodes to "
         "fetch (the nodes' instance profile must read it); default: serve.checkpoint_store "
         "when it is on S3.")
@@ -274,18 +275,6 @@ class AwsSettings(SpecModel):
     workers: AwsWorkers = Field(default_factory=AwsWorkers)
     lb: AwsLoadBalancer = Field(default_factory=AwsLoadBalancer)
     ray: CloudRay = Field(default_factory=CloudRay)
-
-    @field_validator("operator_cidr")
-    @classmethod
-    def _operator(cls, value: str) -> str:
-        return _cidr(value)
-
-    @field_validator("package_store")
-    @classmethod
-    def _package_store(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^s3://[^/]+", value):
-            raise expected("s3://bucket/prefix")
-        return value
 
     def serve_problems(self, serve: Any) -> Iterator[Problem]:
         """Problems of this cluster with ``serve`` (the spec's ServeConfig)."""
@@ -308,18 +297,8 @@ class GcpHead(SpecModel):
     instance)."""
 
     machine_type: str | None = Field(None, description="Default: cluster.machine_type.")
-    address: str | None = Field(None, description="Fixed internal address; default: Compute "
+    address: IpAddress | None = Field(None, description="Fixed internal address; default: Compute "
                                 "picks one when it is reserved, and it is kept.")
-
-    @field_validator("address")
-    @classmethod
-    def _ip(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise expected("an IP address") from None
-        return value
 
 
 class GcpWorkers(SpecModel):
@@ -338,16 +317,11 @@ class GcpLoadBalancer(SpecModel):
                                              "Application LB; network: regional passthrough "
                                              "Network LB (clients reach Serve's port).")
     listen_port: Literal[80, 8080] = Field(80, description="http: the port clients connect to.")
-    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"],
+    allowed_cidrs: CidrList = Field(default_factory=lambda: ["0.0.0.0/0"],
                                      description="network: who may connect (firewall).")
     timeout_s: Annotated[int, Field(ge=1, le=86400)] = Field(
         300, description="How long a request may take (backend service timeout).")
     include_head: bool = Field(True, description="Send to the head's proxy too.")
-
-    @field_validator("allowed_cidrs")
-    @classmethod
-    def _cidrs(cls, values: list[str]) -> list[str]:
-        return [_cidr(value) for value in values]
 
 
 class GcpSettings(SpecModel):
@@ -362,32 +336,20 @@ class GcpSettings(SpecModel):
     image: str = Field(description="Boot image, e.g. "
                        "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts.")
     machine_type: str = Field("n2-standard-4", description="Default machine type.")
-    operator_cidr: str = Field(description="Who may reach SSH and the Ray dashboard (the "
+    operator_cidr: Cidr = Field(description="Who may reach SSH and the Ray dashboard (the "
                                "machine running provisioner must be inside).")
     service_account: str | None = Field(None, description="Nodes' service account email (it "
                                         "must read the package store).")
     public_ips: bool = Field(True, description="Give nodes external addresses (to install "
                              "Ray at first boot); false if the network has Cloud NAT.")
     node_dir: str = Field("/var/lib/provisioner", description="Directory of our files on nodes.")
-    package_store: str | None = Field(
+    package_store: GsUri | None = Field(
         None, description="gs://bucket/prefix where Serve code packages go for the nodes to "
         "fetch; default: serve.checkpoint_store when it is on GCS.")
     head: GcpHead = Field(default_factory=GcpHead)
     workers: GcpWorkers = Field(default_factory=GcpWorkers)
     lb: GcpLoadBalancer = Field(default_factory=GcpLoadBalancer)
     ray: CloudRay = Field(default_factory=CloudRay)
-
-    @field_validator("operator_cidr")
-    @classmethod
-    def _operator(cls, value: str) -> str:
-        return _cidr(value)
-
-    @field_validator("package_store")
-    @classmethod
-    def _package_store(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^gs://[^/]+", value):
-            raise expected("gs://bucket/prefix")
-        return value
 
     def serve_problems(self, serve: Any) -> Iterator[Problem]:
         """Problems of this cluster with ``serve`` (the spec's ServeConfig)."""
