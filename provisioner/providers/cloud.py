@@ -160,6 +160,24 @@ class CloudType(ResourceType):
         scope = ListScope(self.ctx.owner, [KnownResource(address, desired)])
         return next((live for live in self.list(scope) if live.token == token), None)
 
+    def delete_when_free(self, address: str, what: str, delete: Callable[[], Any], *,
+                         gone: frozenset[str], busy: frozenset[str],
+                         interval_s: float = 3.0) -> None:
+        """Call ``delete`` until the cloud stops refusing it with a ``busy`` code: what used
+        the resource (an instance, a load balancer, a listener) lets go some time after it is
+        deleted itself. A ``gone`` code is success. ``what`` names the wait in progress."""
+
+        def attempt() -> bool | None:
+            try:
+                ignore_codes(gone, delete)
+                return True
+            except ApiError as error:
+                if error.code in busy:
+                    return None
+                raise
+
+        self.wait_for(address, what, attempt, interval_s=interval_s)
+
     def wait_for(self, address: str, what: str, check: Callable[[], T | None], *,
                  timeout_s: float = 600.0, interval_s: float = 2.0) -> T:
         """Poll ``check`` until it returns something other than None."""

@@ -168,22 +168,12 @@ class SecurityGroup(_Ec2Type):
                             prior.token)
 
     def delete(self, address: str, prior: LiveResource) -> None:
-        region = prior.attributes["region"]
-
-        def attempt() -> bool | None:
-            try:
-                ignore_codes(GONE_SG, lambda: self.call(region, "delete_security_group",
-                                                        address=address, GroupId=prior.id))
-                return True
-            except ProviderError as error:
-                # Instances and load balancers release their interfaces some time after they
-                # are deleted; until then the group is still in use.
-                if getattr(error, "code", None) == "DependencyViolation":
-                    return None
-                raise
-
-        self.wait_for(address, "the group's last users to go", attempt, timeout_s=600,
-                      interval_s=5)
+        # Instances and load balancers release their interfaces some time after they are
+        # deleted; until then the group is in use.
+        self.delete_when_free(address, "the group's last users to go", lambda: self.call(
+            prior.attributes["region"], "delete_security_group", address=address,
+            GroupId=prior.id), gone=GONE_SG, busy=frozenset({"DependencyViolation"}),
+            interval_s=5)
 
 
 # -- the head's network interface -------------------------------------------------------------
@@ -246,20 +236,11 @@ class NetworkInterface(_Ec2Type):
             "id": prior.id, "address": prior.attributes["address"]}, prior.token)
 
     def delete(self, address: str, prior: LiveResource) -> None:
-        region = prior.attributes["region"]
-
-        def attempt() -> bool | None:
-            try:
-                ignore_codes(GONE_ENI, lambda: self.call(
-                    region, "delete_network_interface", address=address,
-                    NetworkInterfaceId=prior.id))
-                return True
-            except ProviderError as error:
-                if getattr(error, "code", None) == "InvalidNetworkInterface.InUse":
-                    return None  # its instance is still terminating
-                raise
-
-        self.wait_for(address, "the interface to be detached", attempt, interval_s=3)
+        # In use until its instance has terminated.
+        self.delete_when_free(address, "the interface to be detached", lambda: self.call(
+            prior.attributes["region"], "delete_network_interface", address=address,
+            NetworkInterfaceId=prior.id), gone=GONE_ENI,
+            busy=frozenset({"InvalidNetworkInterface.InUse"}))
 
 
 # -- launch templates -------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.errors import ProviderError
 from provisioner.providers.aws.common import TAG_ADDRESS, TAG_TOKEN, AwsType, tag_list
 from provisioner.providers.cloud import ignore_codes, known_by_address, regions
 from provisioner.providers.base import KnownResource, ListScope, LiveResource
@@ -197,20 +196,10 @@ class TargetGroup(_ElbType):
                           prior.token)
 
     def delete(self, address: str, prior: LiveResource) -> None:
-        region = prior.attributes["region"]
-
-        def attempt() -> bool | None:
-            try:
-                ignore_codes(GONE_TG, lambda: self.call(region, "delete_target_group",
-                                                        address=address,
-                                                        TargetGroupArn=prior.id))
-                return True
-            except ProviderError as error:
-                if getattr(error, "code", None) == "ResourceInUse":
-                    return None  # its listener or Auto Scaling group lets go a little later
-                raise
-
-        self.wait_for(address, "the target group to be released", attempt, interval_s=3)
+        # In use until its listener and Auto Scaling group have let go.
+        self.delete_when_free(address, "the target group to be released", lambda: self.call(
+            prior.attributes["region"], "delete_target_group", address=address,
+            TargetGroupArn=prior.id), gone=GONE_TG, busy=frozenset({"ResourceInUse"}))
 
     def _set_delay(self, address: str, desired: dict[str, Any], arn: str) -> None:
         if desired.get("deregistration_delay_s") is not None:

@@ -18,7 +18,7 @@ import json
 from typing import Any, ClassVar, Mapping
 
 from provisioner.providers.base import ListScope, LiveResource, Owner
-from provisioner.providers.cloud import ApiError, CloudType, ignore_codes, known_by_address
+from provisioner.providers.cloud import ApiError, CloudType, known_by_address
 from provisioner.providers.gcp.api import GceApi, to_dict
 
 GONE = frozenset({"notFound"})
@@ -141,19 +141,9 @@ class GceType(CloudType):
     def delete(self, address: str, prior: LiveResource) -> None:
         where = self.where(prior.attributes)
         name = prior.attributes.get("gce_name") or base(prior.id)
-
-        def attempt() -> bool | None:
-            try:
-                ignore_codes(GONE, lambda: self.api.mutate(
-                    self.kind, "delete", for_address=address, **where,
-                    **{self.kind_key(): name}))
-                return True
-            except ApiError as error:
-                if error.code in IN_USE:
-                    return None  # its user goes first; Compute lets go a little later
-                raise
-
-        self.wait_for(address, "its users to let it go", attempt, interval_s=3)
+        self.delete_when_free(address, "its users to let it go", lambda: self.api.mutate(
+            self.kind, "delete", for_address=address, **where, **{self.kind_key(): name}),
+            gone=GONE, busy=IN_USE)
 
     def kind_key(self) -> str:
         """The request field naming the resource (``firewall``, ``instance_group_manager``)."""
