@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 from provisioner.providers import processes
 from provisioner.providers.local import BASE_DIR, WORKER_PORTS
@@ -49,3 +52,22 @@ def state_lineage(state_file: Path) -> str | None:
         return json.loads(state_file.read_text())["lineage"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def run_cli(workdir: Path, env: dict[str, str], *args: str,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m provisioner ARGS`` in ``workdir``, as a pipeline runs it; whatever it
+    answers, it never crashes with a traceback."""
+    result = subprocess.run([sys.executable, "-m", "provisioner", *args], cwd=workdir, env=env,
+                            text=True, capture_output=True, timeout=timeout,
+                            stdin=subprocess.DEVNULL)
+    assert "internal error" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def json_events(output: str) -> Iterator[dict[str, Any]]:
+    """The events of a ``--json`` run's output."""
+    for line in output.splitlines():
+        if line.startswith("{"):
+            yield json.loads(line)

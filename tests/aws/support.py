@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from tests.aws.faultproxy import FaultProxy
+from tests.support import json_events, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "aws" / "cluster.yaml"
@@ -114,18 +114,9 @@ def write_workdir(directory: Path, variables: dict[str, Any]) -> Path:
     return directory
 
 
-def cli(workdir: Path, bench: AwsBench, *args: str, timeout: float = 300,
-        **popen: Any) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "provisioner", *args, "--var-file", "aws.json"],
-                            cwd=workdir, env=bench.env, text=True, capture_output=True,
-                            timeout=timeout, stdin=subprocess.DEVNULL, **popen)
-    assert "internal error" not in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+def cli(workdir: Path, bench: AwsBench, *args: str, timeout: float = 300
+        ) -> subprocess.CompletedProcess:
+    return run_cli(workdir, bench.env, *args, "--var-file", "aws.json", timeout=timeout)
 
 
-def events(output: str) -> Iterator[dict[str, Any]]:
-    for line in output.splitlines():
-        if line.startswith("{"):
-            yield json.loads(line)
-
+events = json_events

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.e2e.ssh_support import ClientLoop, cli, eventually, get, session_ids, ssh_cluster
+from tests.support import json_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -51,7 +52,7 @@ def state_bytes(workdir) -> bytes:
 
 def print_timeline(result) -> None:
     """When each step of a recovery ended (seconds from the first event)."""
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    events = list(json_events(result.stdout))
     start = _seconds(events[0]["timestamp"])
     for event in events:
         if event["type"] in ("head_lost", "plan_start", "apply_complete", "recover_complete"):
@@ -66,7 +67,7 @@ def _seconds(timestamp: str) -> float:
 
 def recovered(result, workdir) -> dict:
     assert result.returncode == 0, result.stdout + result.stderr
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    events = list(json_events(result.stdout))
     done = [e for e in events if e["type"] == "recover_complete"]
     assert done, result.stdout
     state = json.loads(state_bytes(workdir))

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
+
+from tests.support import json_events, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "gcp" / "cluster.yaml"
@@ -105,15 +106,7 @@ def write_workdir(directory: Path, variables: dict[str, Any]) -> Path:
 
 def cli(workdir: Path, bench: GcpBench, *args: str, timeout: float = 300
         ) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "provisioner", *args, "--var-file", "gcp.json"],
-                            cwd=workdir, env=bench.env, text=True, capture_output=True,
-                            timeout=timeout, stdin=subprocess.DEVNULL)
-    assert "internal error" not in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return run_cli(workdir, bench.env, *args, "--var-file", "gcp.json", timeout=timeout)
 
 
-def events(output: str) -> Iterator[dict[str, Any]]:
-    for line in output.splitlines():
-        if line.startswith("{"):
-            yield json.loads(line)
+events = json_events
