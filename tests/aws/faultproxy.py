@@ -34,17 +34,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
-from tests.support import free_ports
+from tests.loopback import LoopbackServer, TrackedHandler
 
 # Headers of one hop only (RFC 9110 section 7.6.1): the proxy decides them on each side itself.
 _HOP_BY_HOP = frozenset({
@@ -112,9 +110,7 @@ class FaultProxy:
         self._stripped: set[str] = set()
         self._holds: list[Hold] = []
         self._injected = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
+        self._server: LoopbackServer | None = None
 
     # -- rules and records ------------------------------------------------------------------
 
@@ -203,16 +199,8 @@ class FaultProxy:
     # -- server -----------------------------------------------------------------------------
 
     def __enter__(self) -> "FaultProxy":
-        port = free_ports(1)[0]
-        server = _Server(("127.0.0.1", port), _Handler)
-        server.proxy = self
-        self._server = server
-        self.url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"faultproxy-{port}", daemon=True,
-        )
-        self._thread.start()
+        self._server = LoopbackServer(_Handler, self, "faultproxy").start()
+        self.url = self._server.url
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -226,35 +214,7 @@ class FaultProxy:
         with self._lock:
             for hold in self._holds:
                 hold.release.set()
-        server.shutdown()
-        server.server_close()
-        # Kept-alive client connections would otherwise hold their handler threads.
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _opened(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.add(connection)
-
-    def _closed(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(connection)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    # The default backlog (5) resets connections when a run's threads open many at once; a
-    # reset would be retried by the client and miscounted as an injected fault's retry.
-    request_queue_size = 128
-    proxy: FaultProxy
+        server.stop()
 
 
 # -- telling the service and operation ------------------------------------------------------
@@ -331,23 +291,9 @@ def error_response(service: str, json_protocol: bool, status: int, code: str
 # -- the handler ----------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TrackedHandler):
     protocol_version = "HTTP/1.1"
     timeout = 120  # an idle kept-alive client connection ends after this
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.proxy._opened(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.proxy._closed(self.connection)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
-        pass
 
     def do_GET(self) -> None:
         self._proxy()
@@ -355,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
 
     def _proxy(self) -> None:
-        proxy = self.server.proxy
+        proxy = self.server.owner
         body, chunked = self._read_body()
         parts = urlsplit(self.path)
         service = service_of(self.headers, parts.query)
@@ -407,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, body: bytes, chunked: bool, stripped: frozenset[str],
                  record: Callable[[int], None], hold: Hold | None = None) -> None:
-        proxy = self.server.proxy
+        proxy = self.server.owner
         upstream = http.client.HTTPConnection(
             proxy._upstream_host, proxy._upstream_port, timeout=_UPSTREAM_TIMEOUT_S
         )

@@ -36,16 +36,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from tests.support import free_ports
+from tests.loopback import LoopbackServer, TrackedHandler
 
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect",
@@ -139,9 +137,7 @@ class PreconditionLayer:
         # The emulator answers one request at a time, with socketserver's backlog of 5 behind
         # it: more connections at once than that come back reset.
         self._upstream_slots = threading.BoundedSemaphore(4)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
+        self._server: LoopbackServer | None = None
 
     # -- faults and records ---------------------------------------------------------------
 
@@ -318,71 +314,23 @@ class PreconditionLayer:
     # -- server ---------------------------------------------------------------------------
 
     def __enter__(self) -> "PreconditionLayer":
-        port = free_ports(1)[0]
-        server = _Server(("127.0.0.1", port), _Handler)
-        server.layer = self
-        self._server = server
-        self.url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(target=server.serve_forever,
-                                         kwargs={"poll_interval": 0.05},
-                                         name=f"gcs-preconditions-{port}", daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(_Handler, self, "gcs-preconditions").start()
+        self.url = self._server.url
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._mutex:  # kept-alive client connections would hold their threads
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _opened(self, connection: socket.socket, open_: bool) -> None:
-        with self._mutex:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
+        if server is not None:
+            server.stop()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    # socketserver's default backlog of 5 overflows when the tests' clients connect at once:
-    # connections came back reset under load.
-    request_queue_size = 128
-    layer: PreconditionLayer
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TrackedHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as google-cloud-storage's session expects
     timeout = 120  # an idle kept-alive connection ends after this
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.layer._opened(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.layer._opened(self.connection, False)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
-        pass
 
     def do_GET(self) -> None:
-        self.server.layer.handle(self)
+        self.server.owner.handle(self)
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 

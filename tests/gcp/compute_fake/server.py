@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support import free_ports
+from tests.loopback import LoopbackServer, TrackedHandler
 
 from . import errors, groups
 from .clients import make_client
@@ -193,7 +191,7 @@ def _check_schema(payload: dict, route: Route) -> None:
     json_format.ParseDict(payload, cls.pb()(), ignore_unknown_fields=False)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TrackedHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30
 
@@ -201,18 +199,11 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # one segment per answer: with Nagle, the body waits for the client's delayed ACK (40 ms)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.server.open_lock:
-            self.server.open_connections.add(self.connection)
-
-    def finish(self):
-        with self.server.open_lock:
-            self.server.open_connections.discard(self.connection)
-        super().finish()
 
     def _serve(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        status, payload = self.server.fake.answer(self.command, self.path, raw)
+        status, payload = self.server.owner.answer(self.command, self.path, raw)
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -222,41 +213,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-    def log_message(self, format, *args):   # quiet
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # The default backlog (5) resets connections when a run's threads open many at once; the
-    # client would retry them and a test would miscount its retries.
-    request_queue_size = 128
-
 
 @contextmanager
 def compute_fake(project: str = "test-project") -> Iterator[FakeCompute]:
     """A fake Compute Engine API on a free loopback port, stopped (connections too) at exit."""
     world = World(project)
     seed_default_network(world)
-    port = free_ports(1)[0]
-    server = _Server(("127.0.0.1", port), _Handler)
-    server.open_connections, server.open_lock = set(), threading.Lock()
-    server.fake = FakeCompute(world, port)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name=f"compute-fake-{port}", daemon=True)
-    thread.start()
+    server = LoopbackServer(_Handler, None, "compute-fake")
+    server.owner = FakeCompute(world, server.server_port)
+    server.start()
     try:
-        yield server.fake
+        yield server.owner
     finally:
-        server.shutdown()
-        server.server_close()
-        with server.open_lock:
-            for conn in list(server.open_connections):
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        thread.join(timeout=5)
+        server.stop()
 
 
 __all__ = ["FakeCompute", "compute_fake", "api_collection"]
