@@ -25,10 +25,10 @@ from provisioner.blueprint import Blueprint
 from provisioner.errors import ProviderError, TransientProviderError
 from provisioner.events import Emit, make_event
 from provisioner.plan import Action, Plan, ResourceChange
-from provisioner.planner import redact
 from provisioner.providers import Providers
 from provisioner.providers.base import KnownResource, ListScope, LiveResource
 from provisioner.resources import Unresolved, get_path, resolve, resolve_partially
+from provisioner.values import redact
 from state import journal
 from state.document import PendingOperation, ResourceRecord, StateDocument
 

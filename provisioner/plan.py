@@ -18,7 +18,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from provisioner.errors import PlanError
-from provisioner.spec.variables import SENSITIVE_PREFIX  # noqa: F401 (re-exported)
 
 PLAN_FORMAT = 1
 

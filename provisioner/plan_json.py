@@ -9,8 +9,8 @@ import re
 from typing import Any
 
 from provisioner import __version__
-from provisioner.plan import SENSITIVE_PREFIX, Plan, ResourceChange
-from provisioner.planner import flatten
+from provisioner.plan import Plan, ResourceChange
+from provisioner.values import SENSITIVE_PREFIX, flatten
 
 FORMAT_VERSION = "1.2"
 _NAME_INDEX = re.compile(r"^[^.]+\.([^\[]+)(?:\[(.+)\])?$")

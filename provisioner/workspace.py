@@ -218,7 +218,7 @@ def _load(spec_file: Path, items: list[tuple[str, str]], plan_variables: dict[st
           manifest: Path | None = None):
     """Load the spec. A saved plan's variable values come first, as if from a var file, so
     applying it needs no flags but the sensitive values (which the plan holds only as digests)."""
-    from provisioner.plan import SENSITIVE_PREFIX
+    from provisioner.values import SENSITIVE_PREFIX
     from provisioner.spec import load_spec
 
     if not plan_variables:

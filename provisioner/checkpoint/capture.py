@@ -27,7 +27,7 @@ def deployed_apps(document: StateDocument) -> list[dict[str, Any]]:
 
 def capture(document: StateDocument, cache_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
     """(manifest with package names as working_dirs, package name -> local zip file)."""
-    from provisioner.serve.resource import app_config
+    from provisioner.providers.serve_app import app_config
 
     apps = deployed_apps(document)
     manifest: dict[str, Any] = {"applications": []}

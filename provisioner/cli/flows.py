@@ -192,7 +192,7 @@ def show_state(run, workspace) -> None:
 
 def _format_record(address: str, record) -> str:
     from provisioner.cli.render import _fmt
-    from provisioner.planner import flatten
+    from provisioner.values import flatten
 
     tainted = " (tainted)" if record.status == "tainted" else ""
     lines = [f"# {address}{tainted}", f"  id = {json.dumps(record.id)}"]

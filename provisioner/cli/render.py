@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from provisioner.plan import SENSITIVE_PREFIX, Action, Plan, ResourceChange
-from provisioner.planner import flatten
+from provisioner.plan import Action, Plan, ResourceChange
+from provisioner.values import SENSITIVE_PREFIX, flatten
 from provisioner.resources import UNKNOWN
 
 SYMBOLS = {

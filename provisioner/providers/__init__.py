@@ -42,7 +42,7 @@ RESOURCE_TYPES: dict[str, str] = {
     "local_ray_head": "provisioner.providers.local:LocalRayHead",
     "memory_resource": "provisioner.providers.memory:MemoryResource",
     "ray_node": "provisioner.providers.ray_node:RayNode",
-    "serve_app": "provisioner.serve.resource:ServeApp",
+    "serve_app": "provisioner.providers.serve_app:ServeApp",
     "ssh_host": "provisioner.providers.ssh_host:SSHHost",
 }
 

@@ -10,8 +10,20 @@ resolved. The contract:
     found in *one batched call per type* (by ownership tag, label, name prefix, marker file), never
     one call per resource. ``scope.known`` carries the addresses and attributes the engine already
     knows of (recorded in state or desired) so a type can tell where to look (which dashboard,
-    which region). Returns :class:`LiveResource` s carrying their address and the idempotency
-    token they were created with. Read-only; must not fail because something is missing.
+    which region). Read-only; must not fail because something is missing.
+
+    Three outcomes for each known resource, never two:
+
+    - *found*: a :class:`LiveResource` carrying its address and the idempotency token it was
+      created with;
+    - *not there*: absent from the result (the host or API answered, and it is not there);
+    - *could not look*: an :class:`Unreadable` naming the address and why (the host did not
+      answer on SSH, the dashboard answered 503). When a whole type cannot be looked at (its
+      API does not answer), ``list`` raises :class:`~provisioner.errors.ProviderError` instead,
+      and every known resource of the type counts as unreadable.
+
+    "Could not look" is never "gone": a plan that meets one stops and names it; only
+    ``recover`` goes on, holding such resources as recorded.
 
 ``create(address, desired, token)``
     Make the resource; return it as live. ``token`` is the idempotency key already recorded in the
@@ -90,6 +102,18 @@ class LiveResource:
     token: str | None = None
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A known resource that ``list`` could not look at; ``reason`` names the host or endpoint
+    and the error."""
+
+    address: str
+    reason: str
+
+
+Listing = Sequence["LiveResource | Unreadable"]
+
+
 @dataclass
 class ProviderContext:
     """What a resource type may use: the owner, the working directory of the run, where local
@@ -122,7 +146,7 @@ class ResourceType(abc.ABC):
         self.ctx = ctx
 
     @abc.abstractmethod
-    def list(self, scope: ListScope) -> list[LiveResource]: ...
+    def list(self, scope: ListScope) -> Listing: ...
 
     @abc.abstractmethod
     def create(self, address: str, desired: dict[str, Any], token: str) -> LiveResource: ...

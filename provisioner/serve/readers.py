@@ -176,7 +176,7 @@ def package_name_of(working_dir: str) -> str:
 def app_attributes(config: Mapping[str, Any]) -> dict[str, Any]:
     """A deployed app config back in the serve_app attribute shape: the working_dir URI of a
     package becomes the package file name, the deployments list a dict by name, other keys go to
-    ``extra``. The inverse of :func:`provisioner.serve.resource.app_config`."""
+    ``extra``. The inverse of :func:`provisioner.providers.serve_app.app_config`."""
     runtime_env = dict(config.get("runtime_env") or {})
     if isinstance(runtime_env.get("working_dir"), str):
         runtime_env["working_dir"] = package_name_of(runtime_env["working_dir"])

@@ -26,9 +26,9 @@ from provisioner.errors import SpecError
 from provisioner.spec.models import VariableDecl
 from provisioner.spec.problems import did_you_mean, show
 from provisioner.spec.yamlfile import parse_yaml, read_yaml_file
+from provisioner.values import SENSITIVE_PREFIX
 
 ENV_PREFIX = "PROVISIONER_VAR_"
-SENSITIVE_PREFIX = "sensitive:sha256:"
 VarArg = tuple[Literal["var", "file"], str]
 
 _EXPECTED = {

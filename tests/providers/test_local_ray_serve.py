@@ -23,7 +23,7 @@ from provisioner.providers import processes
 from provisioner.providers.base import KnownResource, ListScope, Owner, ProviderContext
 from provisioner.providers.local import LocalRayHead
 from provisioner.serve import dashboard, readers
-from provisioner.serve.resource import ServeApp
+from provisioner.providers.serve_app import ServeApp
 from tests.support import free_ports
 
 package = pytest.importorskip("provisioner.serve.package")

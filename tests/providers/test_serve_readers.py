@@ -10,7 +10,7 @@ import pytest
 
 from provisioner.errors import ServeError
 from provisioner.serve import readers
-from provisioner.serve.resource import app_config, deploy_body, http_options_conflict
+from provisioner.providers.serve_app import app_config, deploy_body, http_options_conflict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

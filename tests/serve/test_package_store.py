@@ -14,7 +14,7 @@ from provisioner.errors import ServeError
 from provisioner.providers.base import Owner, ProviderContext
 from provisioner.serve import readers
 from provisioner.serve.package import package_name_of
-from provisioner.serve.resource import ServeApp, app_config
+from provisioner.providers.serve_app import ServeApp, app_config
 from tests.aws.faultproxy import FaultProxy
 from tests.checkpoint.servers import moto_s3
 
